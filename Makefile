@@ -1,0 +1,59 @@
+# coglet: `make serve` serves examples/ on :5000; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+ASAN_VENV ?= .venv-asan
+PIP_Q ?= -q
+PYTEST_ARGS ?=
+
+TEST_DEPS = pytest pytest-timeout requests setuptools wheel structlog pyyaml typing_extensions
+COG_SDK = cog==0.23.1
+
+.PHONY: all deps venv build serve test test-asan test-c clean format
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(VENV)/.deps: | deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check $(TEST_DEPS)
+	$(VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check --no-deps $(COG_SDK)
+	touch $@
+
+venv: $(VENV)/.deps
+
+build: $(VENV)/.deps
+	$(VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check --no-build-isolation --no-deps .
+
+serve: build
+	cd examples && PORT=$${PORT:-5000} ../$(VENV)/bin/python -m coglet predict.py:Predictor --port $${PORT:-5000}
+
+test: build test-c
+	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+# The same suite with the extension built with AddressSanitizer + UBSan; the Python
+# processes (and so the workers they spawn) run with the ASan runtime preloaded.
+ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
+$(ASAN_VENV)/.deps: | deps
+	$(PYTHON) -m venv $(ASAN_VENV)
+	$(ASAN_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check $(TEST_DEPS)
+	$(ASAN_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check --no-deps $(COG_SDK)
+	touch $@
+
+test-asan: $(ASAN_VENV)/.deps
+	COGLET_SANITIZE=1 $(ASAN_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check --no-build-isolation --no-deps .
+	$(MAKE) -C tests/c SANITIZE=1
+	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 COGLET_TEST_SANITIZED=1 \
+	$(ASAN_VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+test-c:
+	$(MAKE) -C tests/c
+
+format:
+	clang-format -i $$(git ls-files 'csrc/*.c' 'csrc/*.h' 'tests/c/*.c')
+
+clean:
+	rm -rf build *.egg-info coglet/*.so
+	$(MAKE) -C tests/c clean

@@ -1,0 +1,73 @@
+"""python -m coglet [REF] [--host H] [--port P] [--await-explicit-shutdown] [--train] [--upload-url U]
+
+Serves a predictor. REF is `predict.py:Predictor`, `predict.py`, or `module:Name`; without
+it the `predict:` (or with --train, `train:`) entry of ./cog.yaml is used.
+"""
+
+import argparse
+import os
+import re
+import sys
+
+import coglet
+
+
+def _ref_from_cog_yaml(key, path="cog.yaml"):
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return None
+    try:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+        value = data.get(key) if isinstance(data, dict) else None
+        return str(value) if value else None
+    except ImportError:
+        m = re.search(r"^%s:\s*['\"]?([^'\"\n#]+?)['\"]?\s*(#.*)?$" % key, text, re.MULTILINE)
+        return m.group(1).strip() if m else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m coglet",
+        description="Serve a Cog predictor over HTTP (coglet %s)." % coglet.__version__,
+        epilog="Without REF, the predict: (or train:) entry of ./cog.yaml is served. "
+        "Environment: COG_MAX_CONCURRENCY, COG_SETUP_TIMEOUT, COG_LOG_LEVEL, LOG_FORMAT, "
+        "WEBHOOK_AUTH_TOKEN.",
+    )
+    parser.add_argument("ref", nargs="?", help="predictor reference, e.g. predict.py:Predictor")
+    parser.add_argument("--host", default="0.0.0.0", help="IP address to bind (default 0.0.0.0)")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "5000")), help="port (default $PORT or 5000; 0 = any)"
+    )
+    parser.add_argument(
+        "--await-explicit-shutdown",
+        action="store_true",
+        help="ignore SIGTERM; exit on POST /shutdown or SIGINT",
+    )
+    parser.add_argument("--train", action="store_true", help="train mode: every request runs train()")
+    parser.add_argument("--upload-url", default=None, help="PUT file outputs to this URL prefix")
+    parser.add_argument("--version", action="version", version="coglet %s" % coglet.__version__)
+    args = parser.parse_args(argv)
+
+    ref = args.ref
+    if ref is None:
+        key = "train" if args.train else "predict"
+        ref = _ref_from_cog_yaml(key)
+        if ref is None:
+            parser.error("no REF given and no %r entry in ./cog.yaml" % key)
+    coglet.server.serve(
+        predictor_ref=ref,
+        host=args.host,
+        port=args.port,
+        await_explicit_shutdown=args.await_explicit_shutdown,
+        is_train=args.train,
+        upload_url=args.upload_url,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""Python-side helpers for the C worker (coglet._impl, csrc/py/worker.c).
+
+The worker's protocol, threads and hot path are C. What lives here is what is naturally
+Python and runs rarely or only for non-JSON-native values: loading the predictor (through
+the cog SDK when it is installed, else the same rules without it), setup, input coercion
+for File/Path/Secret fields, and encoding of objects that are not plain JSON values.
+"""
+
+import asyncio
+import base64
+import dataclasses
+import enum
+import inspect
+import io
+import json
+import mimetypes
+import os
+import sys
+import threading
+import typing
+
+from coglet import CancelationException
+
+SYNC, ASYNC, GENERATOR, ASYNC_GENERATOR = "sync", "async", "generator", "async_generator"
+
+
+def _kind(fn):
+    if inspect.isasyncgenfunction(fn):
+        return ASYNC_GENERATOR
+    if inspect.iscoroutinefunction(fn):
+        return ASYNC
+    if inspect.isgeneratorfunction(fn):
+        return GENERATOR
+    return SYNC
+
+
+def pyerr(exc):
+    """`{type qualname}: {str(exc)}` (SPEC 0)."""
+    return "%s: %s" % (type(exc).__qualname__, exc)
+
+
+# ---- loading ----
+
+
+def _user_method_owner(cls, name):
+    try:
+        import cog.predictor as cp
+
+        stop = {cp.BaseRunner, cp.BasePredictor, object}
+    except Exception:
+        stop = {object}
+    for owner in inspect.getmro(cls):
+        if owner in stop:
+            break
+        if callable(owner.__dict__.get(name)):
+            return owner
+    return None
+
+
+def _load_without_cog(ref):
+    import importlib.util
+
+    module_path, _, name = ref.partition(":")
+    module_name = os.path.basename(module_path).replace(".py", "")
+    spec = importlib.util.spec_from_file_location(module_name, module_path)
+    if spec is None or spec.loader is None:
+        raise ImportError("Cannot load module from %s" % module_path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    if not name:
+        runner = getattr(module, "Runner", None)
+        if runner is not None and (inspect.isclass(runner) or callable(runner)):
+            name = "Runner"
+        elif hasattr(module, "Predictor"):
+            name = "Predictor"
+        else:
+            raise AttributeError("module %r has no Runner or Predictor" % module_name)
+    obj = getattr(module, name)
+    if inspect.isclass(obj):
+        run, predict = _user_method_owner(obj, "run"), _user_method_owner(obj, "predict")
+        if run and predict:
+            raise ValueError("%s must define either run() or predict(), not both" % name)
+        if not run and not predict:
+            raise ValueError("run or predict method not found: %s" % name)
+        return obj()
+    return obj
+
+
+def _resolve_ref(ref):
+    """Accepts every form of SPEC 8.1 plus a module path: `predict.py:Predictor`,
+    `predict.py`, `pkg.module:Predictor`, `pkg.module`."""
+    path, sep, name = ref.partition(":")
+    if path.endswith(".py") or os.path.sep in path or os.path.exists(path):
+        return ref
+    # a dotted module name: find its file
+    import importlib.util
+
+    spec = importlib.util.find_spec(path)
+    if spec is None or not spec.origin:
+        raise ImportError("Cannot find module %s" % path)
+    return spec.origin + (sep + name if sep else "")
+
+
+def _unwrap_field_defaults(fn):
+    try:
+        from cog.input import FieldInfo
+    except Exception:
+        return
+    func = getattr(fn, "__func__", fn)
+    if func.__defaults__:
+        func.__defaults__ = tuple(d.default if isinstance(d, FieldInfo) else d for d in func.__defaults__)
+    if func.__kwdefaults__:
+        func.__kwdefaults__ = {
+            k: (d.default if isinstance(d, FieldInfo) else d) for k, d in func.__kwdefaults__.items()
+        }
+
+
+class Predictor:
+    """What the C worker needs to know about the loaded predictor."""
+
+    def __init__(self, ref, is_train):
+        ref = _resolve_ref(ref)
+        try:
+            from cog.predictor import load_predictor_from_ref
+        except Exception:
+            load_predictor_from_ref = _load_without_cog
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.instance = load_predictor_from_ref(ref)
+        self.is_function = inspect.isfunction(self.instance)
+        if self.is_function:
+            method, self.method_name = self.instance, "standalone function"
+        else:
+            cls = type(self.instance)
+            run, predict = _user_method_owner(cls, "run"), _user_method_owner(cls, "predict")
+            if run and predict:
+                raise ValueError("predictor must define either run() or predict(), not both")
+            if not run and not predict:
+                raise ValueError("run() or predict() method not found on predictor")
+            self.method_name = "run" if run else "predict"
+            method = getattr(self.instance, self.method_name)
+        self.train = None
+        if is_train:
+            self.train = self.instance if self.is_function else getattr(self.instance, "train", None)
+            if self.train is not None:
+                method, self.method_name = self.train, "train"
+        self.method = method
+        self.kind = _kind(method) if method is not None else SYNC
+        if method is not None:
+            _unwrap_field_defaults(method)
+        self.is_async = self.kind in (ASYNC, ASYNC_GENERATOR)
+        self.healthcheck = None if self.is_function else getattr(self.instance, "healthcheck", None)
+        self.setup_fn = None if self.is_function else getattr(self.instance, "setup", None)
+        self.coercions = _coercions(method) if method is not None else {}
+        self.training_unsupported = is_train and self.train is None
+        self.loop = None
+
+    # ---- setup ----
+
+    def event_loop(self):
+        """One asyncio loop in its own thread, shared by async setup and predictions."""
+        if self.loop is None:
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+
+            def run():
+                asyncio.set_event_loop(loop)
+                loop.call_soon(started.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="coglet-asyncio", daemon=True).start()
+            started.wait()
+            self.loop = loop
+        return self.loop
+
+    def setup(self):
+        if self.setup_fn is None:
+            return
+        args = ()
+        try:
+            from cog.predictor import extract_setup_weights, has_setup_weights
+
+            if has_setup_weights(self.instance):
+                args = (extract_setup_weights(self.instance),)
+        except ImportError:
+            params = inspect.signature(self.setup_fn).parameters
+            if "weights" in params:
+                args = (os.environ.get("COG_WEIGHTS"),)
+        if inspect.iscoroutinefunction(self.setup_fn):
+            fut = asyncio.run_coroutine_threadsafe(self.setup_fn(*args), self.event_loop())
+            fut.result()
+        else:
+            self.setup_fn(*args)
+
+    # ---- async predictions ----
+
+    def submit(self, coro_or_agen, pred_id_var, pred_id, scope_var, scope):
+        """Runs an async prediction on the shared loop; returns the concurrent future."""
+
+        async def run():
+            pred_id_var.set(pred_id)
+            scope_var.set(scope)
+            if inspect.isasyncgen(coro_or_agen):
+                return [item async for item in coro_or_agen]
+            return await coro_or_agen
+
+        return asyncio.run_coroutine_threadsafe(run(), self.event_loop())
+
+
+# ---- inputs (SPEC 5.1) ----
+
+
+def _classify(annotation):
+    try:
+        from cog.types import File, Path, Secret
+    except Exception:
+        return None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Secret:
+        return "secret"
+    if annotation is Path:
+        return "path"
+    if annotation is File:
+        return "file"
+    if origin in (list, typing.List) and args:
+        inner = args[0]
+        if inner is Path:
+            return "list_path"
+        if inner is File:
+            return "list_file"
+        return None
+    if args and origin is not None:  # Optional / Union / X | None
+        for a in args:
+            c = _classify(a)
+            if c:
+                return c
+    return None
+
+
+def _coercions(fn):
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return {}
+    out = {}
+    for name, ann in hints.items():
+        if name == "return":
+            continue
+        c = _classify(ann)
+        if c:
+            out[name] = c
+    return out
+
+
+_URL_PREFIXES = ("http://", "https://", "data:")
+
+
+def prepare_input(pred, kwargs):
+    """Coerces File/Path/Secret fields and downloads URL paths. Returns the temp files to
+    delete when the prediction ends."""
+    from cog.types import File, Path, Secret, URLPath
+
+    for name, kind in pred.coercions.items():
+        if name not in kwargs:
+            continue
+        value = kwargs[name]
+        if kind == "secret":
+            if isinstance(value, str):
+                kwargs[name] = Secret(value)
+        elif kind in ("path", "file"):
+            if isinstance(value, str) and value.startswith(_URL_PREFIXES):
+                kwargs[name] = (Path if kind == "path" else File).validate(value)
+        elif isinstance(value, list):
+            cls = Path if kind == "list_path" else File
+            kwargs[name] = [
+                cls.validate(v) if isinstance(v, str) and v.startswith(_URL_PREFIXES) else v for v in value
+            ]
+    todo = []
+    for name, value in kwargs.items():
+        if isinstance(value, URLPath):
+            todo.append((name, None, value))
+        elif isinstance(value, list) and value and all(isinstance(v, URLPath) for v in value):
+            for i, v in enumerate(value):
+                todo.append((name, i, v))
+    temps = []
+    if todo:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda t: t[2].convert(), todo))
+        for (name, i, _), path in zip(todo, results):
+            temps.append(path)
+            if i is None:
+                kwargs[name] = path
+            else:
+                kwargs[name][i] = path
+    return temps
+
+
+def cleanup(temps):
+    for p in temps:
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+
+
+# ---- outputs (SPEC 8.4) ----
+
+
+def is_file_like(obj):
+    return isinstance(obj, (os.PathLike, io.IOBase))
+
+
+def _data_uri_of(obj):
+    if isinstance(obj, os.PathLike):
+        path = os.fspath(obj)
+        with open(path, "rb") as f:
+            data = f.read()
+        name = path
+    else:
+        if obj.seekable():
+            obj.seek(0)
+        data = obj.read()
+        if isinstance(data, str):
+            data = data.encode()
+        name = getattr(obj, "name", "") or ""
+    mime = mimetypes.guess_type(str(name))[0] or "application/octet-stream"
+    return "data:%s;base64,%s" % (mime, base64.b64encode(data).decode())
+
+
+def file_output(obj):
+    """A top-level file output. Without an upload URL it is inlined as a data URL."""
+    return _data_uri_of(obj)
+
+
+def encode_other(obj):
+    """One step of SPEC 8.4's recursive encoding for a value that is not a JSON-native
+    type; the C encoder recurses into what this returns."""
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        return dump()
+    d = getattr(obj, "dict", None)
+    if callable(d) and not isinstance(obj, dict):
+        return d()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset)) or inspect.isgenerator(obj):
+        return list(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    import datetime
+
+    if isinstance(obj, datetime.datetime):
+        return obj.isoformat()
+    if isinstance(obj, (os.PathLike, io.IOBase)):
+        return _data_uri_of(obj)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(obj, np.integer):
+            return int(obj)
+        if isinstance(obj, np.floating):
+            return float(obj)
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
+# ---- schema ----
+
+
+def read_schema():
+    path = os.path.join(".cog", "openapi_schema.json")
+    try:
+        with open(path, "rb") as f:
+            schema = json.load(f)
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # unparsable: no schema, said in the log
+        print("coglet: ignoring unreadable %s: %s" % (path, e), file=sys.stderr)
+        return None
+    return schema if isinstance(schema, dict) else None
+
+
+__all__ = ["Predictor", "CancelationException", "pyerr"]

@@ -1,0 +1,99 @@
+/* http/http.h: HTTP/1.1 connections on libuv + llhttp. One request per connection is
+ * in the application's hands at a time; pipelined requests wait, parsed, in order. */
+#ifndef COGLET_HTTP_H
+#define COGLET_HTTP_H
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "common/buf.h"
+
+#define HTTP_MAX_BODY ((size_t)100 * 1024 * 1024)
+#define HTTP_MAX_URL ((size_t)8 * 1024)
+#define HTTP_MAX_HEADER_BYTES ((size_t)64 * 1024)
+#define HTTP_MAX_HEADERS 100
+
+typedef struct http_server http_server;
+typedef struct http_conn http_conn;
+
+typedef struct http_request {
+    int method; /* llhttp_method_t */
+    int is_head;
+    buf url;
+    /* headers, each "name\0value\0" in hdr_data; offsets in hdr_off */
+    buf hdr_data;
+    size_t hdr_name[HTTP_MAX_HEADERS];
+    size_t hdr_value[HTTP_MAX_HEADERS];
+    int num_headers;
+    int in_value; /* llhttp callback state */
+    buf body;
+    int keep_alive;
+} http_request;
+
+/* The application's side of a connection. */
+typedef struct http_app_ops {
+    /* A whole request arrived. The app answers now or later with http_respond /
+     * http_stream_*; until then, later pipelined requests wait. */
+    void (*on_request)(http_conn *conn, http_request *req);
+    /* The peer went away (or the connection failed) while a request was pending. The app
+     * must drop its reference to conn: it is freed right after this returns. */
+    void (*on_abort)(http_conn *conn);
+} http_app_ops;
+
+struct http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    int listening;
+    const http_app_ops *ops;
+    void *app;
+    http_conn *conns; /* all open connections */
+    int num_conns;
+    void (*on_drained)(http_server *server); /* after close_all, when the last conn is freed */
+    int draining;
+};
+
+struct http_conn {
+    uv_tcp_t tcp;
+    http_server *server;
+    http_conn *next, *prev;
+    llhttp_t parser;
+    http_request req;
+    buf pending; /* received but not yet parsed (while a request is pending) */
+    int request_pending;  /* the app holds req */
+    int responding;       /* streaming response begun and not finished */
+    int parse_paused;
+    int closing;
+    int close_after_write;
+    int read_eof;
+    int reject_status;
+    const char *reject_body;
+    int writes_in_flight;
+    void *app_data; /* the app's per-request pointer */
+};
+
+int http_server_init(http_server *server, uv_loop_t *loop, const http_app_ops *ops, void *app);
+/* Binds and listens. Returns 0 or a libuv error; the bound address goes to `bound` (e.g.
+ * "0.0.0.0:43121"). */
+int http_server_listen(http_server *server, const char *host, int port, char *bound, size_t boundlen);
+/* Stops accepting. Open connections carry on. */
+void http_server_stop_listening(http_server *server);
+/* Closes idle connections now and every other one once its pending request ends. */
+void http_server_close_idle(http_server *server);
+/* Closes everything, the listener included; on_drained when done. */
+void http_server_close_all(http_server *server);
+
+const char *http_request_header(const http_request *req, const char *name); /* case-insensitive, first */
+
+/* A complete response. extra_headers: NULL or "name: value\r\n..." lines. */
+void http_respond(http_conn *conn, int status, const char *content_type, const char *body,
+                  size_t len, const char *extra_headers);
+/* A JSON response; body is a compact JSON string. */
+void http_respond_json(http_conn *conn, int status, const char *json);
+/* Streaming (SSE): headers now, chunks as they come, end closes the request. */
+void http_stream_begin(http_conn *conn, int status, const char *content_type, const char *extra_headers);
+void http_stream_write(http_conn *conn, const char *data, size_t len);
+void http_stream_end(http_conn *conn);
+
+const char *http_status_text(int status);
+
+#endif

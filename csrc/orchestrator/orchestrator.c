@@ -1,0 +1,612 @@
+/* orchestrator/orchestrator.c: spawns the worker and speaks the frame protocol with it.
+ * Transport (ours, SPEC 7.2 allows it): the control channel and every slot are
+ * socketpairs handed to the worker as inherited fds 3, 4, ...; the worker's fds 1 and 2
+ * are pipes we read and log, so nothing the worker prints is lost. */
+#include "orchestrator/orchestrator.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+#define TARGET "coglet::orchestrator"
+#define LINE_MAX_BYTES 4096
+
+static void maybe_closed(orchestrator *orch);
+
+/* ---- writing frames ---- */
+
+typedef struct frame_write {
+    uv_write_t req;
+    size_t len;
+    char *data;
+} frame_write;
+
+static void on_frame_written(uv_write_t *req, int status) {
+    frame_write *fw = container_of(req, frame_write, req);
+    (void)status; /* a broken pipe shows up as EOF / exit on the read side */
+    free(fw->data);
+    free(fw);
+}
+
+static int send_frame(uv_pipe_t *pipe, const json_t *msg) {
+    size_t len;
+    char *data = frame_encode_alloc(msg, &len);
+    if (!data)
+        return UV_E2BIG;
+    uv_buf_t b = uv_buf_init(data, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)pipe, &b, 1);
+    if (n == (int)len) {
+        free(data);
+        return 0;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        free(data);
+        return n;
+    }
+    if (n < 0)
+        n = 0;
+    frame_write *fw = malloc(sizeof *fw);
+    if (!fw) {
+        free(data);
+        return UV_ENOMEM;
+    }
+    fw->data = data;
+    fw->len = len;
+    b = uv_buf_init(data + n, (unsigned)(len - (size_t)n));
+    int rc = uv_write(&fw->req, (uv_stream_t *)pipe, &b, 1, on_frame_written);
+    if (rc < 0) {
+        free(data);
+        free(fw);
+    }
+    return rc;
+}
+
+int orchestrator_send_slot(orchestrator *orch, slot *s, const json_t *msg) {
+    if (!s->pipe_open || orch->state != ORCH_READY)
+        return UV_EPIPE;
+    return send_frame(&s->pipe, msg);
+}
+
+int orchestrator_send_control(orchestrator *orch, const json_t *msg) {
+    if (!orch->control_open)
+        return UV_EPIPE;
+    return send_frame(&orch->control, msg);
+}
+
+/* ---- permit pool ---- */
+
+slot *orchestrator_acquire_slot(orchestrator *orch) {
+    slot *s = orch->free_slots;
+    if (!s)
+        return NULL;
+    orch->free_slots = s->next_free;
+    s->next_free = NULL;
+    s->in_pool = 0;
+    orch->num_free--;
+    return s;
+}
+
+void orchestrator_release_slot(orchestrator *orch, slot *s) {
+    if (s->in_pool || s->poisoned || orch->state != ORCH_READY)
+        return;
+    s->in_pool = 1;
+    s->next_free = orch->free_slots;
+    orch->free_slots = s;
+    orch->num_free++;
+}
+
+int orchestrator_free_slots(const orchestrator *orch) { return orch->num_free; }
+
+void orchestrator_poison(orchestrator *orch, slot *s) {
+    if (s->poisoned)
+        return;
+    s->poisoned = 1;
+    if (s->in_pool) {
+        slot **pp = &orch->free_slots;
+        while (*pp && *pp != s)
+            pp = &(*pp)->next_free;
+        if (*pp)
+            *pp = s->next_free;
+        s->in_pool = 0;
+        orch->num_free--;
+    }
+}
+
+/* ---- worker output (fds 1 and 2) ---- */
+
+static void emit_lines(orchestrator *orch, buf *line, const char *source, int flush_all) {
+    size_t start = 0;
+    for (size_t i = 0; i < line->len; i++) {
+        if (line->data[i] == '\n') {
+            line->data[i] = '\0';
+            orch->ops->on_log(orch->app, source, line->data + start);
+            start = i + 1;
+        }
+    }
+    buf_consume(line, start);
+    if (line->len && (flush_all || line->len >= LINE_MAX_BYTES)) {
+        orch->ops->on_log(orch->app, source, line->data);
+        buf_reset(line);
+    }
+}
+
+static void on_output_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) {
+    static char scratch[65536]; /* single loop thread: one read at a time */
+    (void)handle;
+    (void)suggested;
+    out->base = scratch;
+    out->len = sizeof scratch;
+}
+
+static void on_handle_closed(uv_handle_t *handle) {
+    orchestrator *orch = handle->data;
+    orch->handles_open--;
+    maybe_closed(orch);
+}
+
+static void close_handle(orchestrator *orch, uv_handle_t *handle, int *open_flag) {
+    if (!*open_flag)
+        return;
+    *open_flag = 0;
+    handle->data = orch;
+    orch->handles_open++;
+    uv_close(handle, on_handle_closed);
+}
+
+static void on_output_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
+    orchestrator *orch = stream->data;
+    int is_err = stream == (uv_stream_t *)&orch->err_pipe;
+    buf *line = is_err ? &orch->err_line : &orch->out_line;
+    const char *source = is_err ? "stderr" : "stdout";
+    if (nread < 0) {
+        emit_lines(orch, line, source, 1);
+        close_handle(orch, (uv_handle_t *)stream, is_err ? &orch->err_open : &orch->out_open);
+        return;
+    }
+    /* Lossy: a line over the buffer cap is cut, never fatal. */
+    if (buf_append(line, b->base, (size_t)nread) != BUF_OK) {
+        emit_lines(orch, line, source, 1);
+        buf_append(line, b->base, (size_t)nread < LINE_MAX_BYTES ? (size_t)nread : LINE_MAX_BYTES);
+    }
+    emit_lines(orch, line, source, 0);
+}
+
+/* ---- worker exit ---- */
+
+static void describe_exit(orchestrator *orch, char *out, size_t outlen) {
+    if (!orch->exit_seen)
+        snprintf(out, outlen, "Worker crashed");
+    else if (orch->term_signal)
+        snprintf(out, outlen, "Worker crashed: killed by signal %d (%s)", orch->term_signal,
+                 strsignal(orch->term_signal));
+    else
+        snprintf(out, outlen, "Worker crashed: exited with code %lld", (long long)orch->exit_status);
+}
+
+static void stop_timer(orchestrator *orch) {
+    if (orch->timer_open)
+        uv_timer_stop(&orch->timer);
+}
+
+/* The worker is gone (exit seen, or its control channel closed and the grace ran out). */
+static void worker_gone(orchestrator *orch) {
+    if (orch->state == ORCH_GONE)
+        return;
+    int was = orch->state;
+    orch->state = ORCH_GONE;
+    stop_timer(orch);
+    char why[160];
+    describe_exit(orch, why, sizeof why);
+    if (orch->closing || orch->shutdown_sent) {
+        log_info(TARGET, "Worker exited");
+        return;
+    }
+    if (was == ORCH_SETUP) {
+        log_error(TARGET, "%s during setup", why);
+        orch->ops->on_setup_failed(orch->app, "worker crashed");
+        return;
+    }
+    log_error(TARGET, "%s", why);
+    orch->free_slots = NULL;
+    orch->num_free = 0;
+    for (int i = 0; i < orch->cfg.num_slots; i++) {
+        orch->slots[i].in_pool = 0;
+        orch->slots[i].poisoned = 1;
+    }
+    orch->ops->on_worker_gone(orch->app, why);
+}
+
+static void on_process_exit(uv_process_t *proc, int64_t exit_status, int term_signal) {
+    orchestrator *orch = container_of(proc, orchestrator, proc);
+    orch->exit_seen = 1;
+    orch->exit_status = exit_status;
+    orch->term_signal = term_signal;
+    if (term_signal)
+        log_event(orch->closing || orch->shutdown_sent ? LOG_INFO : LOG_WARN, TARGET,
+                  json_pack("{s:i}", "signal", term_signal), "Worker process killed by signal %d (%s)",
+                  term_signal, strsignal(term_signal));
+    else
+        log_event(orch->closing || orch->shutdown_sent ? LOG_INFO : LOG_WARN, TARGET,
+                  json_pack("{s:I}", "exit_code", (json_int_t)exit_status), "Worker process exited with code %lld",
+                  (long long)exit_status);
+    worker_gone(orch);
+    close_handle(orch, (uv_handle_t *)proc, &orch->proc_alive);
+}
+
+static void on_timer(uv_timer_t *timer) {
+    orchestrator *orch = container_of(timer, orchestrator, timer);
+    if (orch->state == ORCH_SETUP && !orch->control_eof) {
+        log_error(TARGET, "worker setup timed out");
+        orch->state = ORCH_GONE;
+        orch->ops->on_setup_failed(orch->app, "worker setup timed out");
+        /* Not killed (SPEC 9.3): it exits once it sees its control channel closed. */
+        close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+        return;
+    }
+    worker_gone(orch); /* control EOF and no exit status within the grace period */
+}
+
+/* ---- control channel ---- */
+
+static void handle_control(orchestrator *orch, json_t *msg) {
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!strcmp(type, "log")) {
+        const char *source = json_string_value(json_object_get(msg, "source"));
+        const char *data = json_string_value(json_object_get(msg, "data"));
+        if (data) {
+            /* one log event per line */
+            char *copy = strdup(data);
+            if (!copy)
+                return;
+            char *save = NULL;
+            for (char *ln = strtok_r(copy, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save))
+                orch->ops->on_log(orch->app, source ? source : "stdout", ln);
+            free(copy);
+        }
+    } else if (!strcmp(type, "worker_log")) {
+        orch->ops->on_worker_log(orch->app, json_string_value(json_object_get(msg, "target")),
+                                 json_string_value(json_object_get(msg, "level")),
+                                 json_string_value(json_object_get(msg, "message")));
+    } else if (!strcmp(type, "ready")) {
+        if (orch->state != ORCH_SETUP)
+            return;
+        json_t *slots = json_object_get(msg, "slots");
+        if (!json_is_array(slots) || (int)json_array_size(slots) != orch->cfg.num_slots) {
+            orch->state = ORCH_GONE;
+            orch->ops->on_setup_failed(orch->app, "protocol error: ready names the wrong number of slots");
+            return;
+        }
+        for (int i = 0; i < orch->cfg.num_slots; i++) {
+            const char *id = json_string_value(json_array_get(slots, (size_t)i));
+            snprintf(orch->slots[i].id, sizeof orch->slots[i].id, "%s", id ? id : "");
+        }
+        stop_timer(orch);
+        orch->state = ORCH_READY;
+        for (int i = orch->cfg.num_slots - 1; i >= 0; i--)
+            orchestrator_release_slot(orch, &orch->slots[i]);
+        orch->ops->on_ready(orch->app, json_object_get(msg, "schema"), msg);
+    } else if (!strcmp(type, "failed")) {
+        const char *err = json_string_value(json_object_get(msg, "error"));
+        const char *slot_id = json_string_value(json_object_get(msg, "slot"));
+        if (orch->state == ORCH_SETUP) {
+            char text[8192];
+            snprintf(text, sizeof text, "worker setup failed: worker setup failed (slot %s): %s",
+                     slot_id ? slot_id : "?", err ? err : "unknown error");
+            orch->state = ORCH_GONE;
+            stop_timer(orch);
+            orch->ops->on_setup_failed(orch->app, text);
+            return;
+        }
+        for (int i = 0; i < orch->cfg.num_slots; i++) {
+            slot *s = &orch->slots[i];
+            if (slot_id && !strcmp(s->id, slot_id)) {
+                orchestrator_poison(orch, s);
+                orch->ops->on_slot_poisoned(orch->app, s, err ? err : "slot poisoned");
+            }
+        }
+    } else if (!strcmp(type, "fatal")) {
+        const char *reason = json_string_value(json_object_get(msg, "reason"));
+        log_error(TARGET, "worker fatal: %s", reason ? reason : "?");
+        if (orch->state == ORCH_SETUP) {
+            char text[4096];
+            snprintf(text, sizeof text, "worker setup failed: worker fatal: %s", reason ? reason : "?");
+            orch->state = ORCH_GONE;
+            orch->ops->on_setup_failed(orch->app, text);
+        } else {
+            orch->state = ORCH_GONE;
+            orch->ops->on_worker_gone(orch->app, reason ? reason : "worker fatal");
+        }
+    } else if (!strcmp(type, "dropped_logs")) {
+        json_int_t n = json_integer_value(json_object_get(msg, "count"));
+        json_int_t ms = json_integer_value(json_object_get(msg, "interval_millis"));
+        log_warn(TARGET, "%s. %lld logs dropped in last %.1fs",
+                 orch->state == ORCH_SETUP ? "Log production exceeds consumption rate during setup"
+                                           : "Log production exceeds consumption rate",
+                 (long long)n, (double)ms / 1000.0);
+    } else if (!strcmp(type, "shutting_down")) {
+        log_debug(TARGET, "worker acknowledged shutdown");
+    } else {
+        orch->ops->on_control_message(orch->app, msg);
+    }
+}
+
+static void on_control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
+    orchestrator *orch = stream->data;
+    if (nread < 0) {
+        orch->control_eof = 1;
+        close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+        if (orch->state == ORCH_SETUP || orch->state == ORCH_READY) {
+            /* Give the exit status a moment to arrive so the error can name it. */
+            if (orch->timer_open)
+                uv_timer_start(&orch->timer, on_timer, 1000, 0);
+            else
+                worker_gone(orch);
+        }
+        return;
+    }
+    if (frame_decoder_feed(&orch->control_dec, b->base, (size_t)nread) != BUF_OK) {
+        log_error(TARGET, "control channel buffer overflow");
+        return;
+    }
+    for (;;) {
+        json_t *msg;
+        char err[256];
+        int rc = frame_decoder_next(&orch->control_dec, &msg, err, sizeof err);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            log_error(TARGET, "control channel error: %s", err);
+            if (orch->state == ORCH_SETUP) {
+                char text[512];
+                snprintf(text, sizeof text, "protocol error: control channel error: %s", err);
+                orch->state = ORCH_GONE;
+                orch->ops->on_setup_failed(orch->app, text);
+            }
+            close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+            return;
+        }
+        handle_control(orch, msg);
+        json_decref(msg);
+        if (!orch->control_open)
+            return;
+    }
+}
+
+/* ---- slot sockets ---- */
+
+static void on_slot_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) {
+    slot *s = handle->data;
+    (void)suggested;
+    frame_decoder *d = &s->dec;
+    if (buf_reserve(&d->in, 65536) != BUF_OK) {
+        out->base = NULL;
+        out->len = 0;
+        return;
+    }
+    out->base = d->in.data + d->in.len;
+    out->len = d->in.cap - d->in.len - 1;
+}
+
+static void on_slot_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
+    slot *s = stream->data;
+    orchestrator *orch = s->orch;
+    (void)b;
+    if (nread < 0) {
+        if (nread != UV_EOF && s->prediction) {
+            char err[256];
+            snprintf(err, sizeof err, "Slot socket error: %s", uv_strerror((int)nread));
+            orchestrator_poison(orch, s);
+            orch->ops->on_slot_poisoned(orch->app, s, err);
+        }
+        close_handle(orch, (uv_handle_t *)&s->pipe, &s->pipe_open);
+        return;
+    }
+    /* read straight into the decoder's buffer (no copy) */
+    s->dec.in.len += (size_t)nread;
+    s->dec.in.data[s->dec.in.len] = '\0';
+    for (;;) {
+        json_t *msg;
+        char err[256];
+        int rc = frame_decoder_next(&s->dec, &msg, err, sizeof err);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            char text[300];
+            snprintf(text, sizeof text, "Slot socket error: %s", err);
+            orchestrator_poison(orch, s);
+            orch->ops->on_slot_poisoned(orch->app, s, text);
+            close_handle(orch, (uv_handle_t *)&s->pipe, &s->pipe_open);
+            return;
+        }
+        orch->ops->on_slot_message(orch->app, s, msg);
+        json_decref(msg);
+        if (!s->pipe_open)
+            return;
+    }
+    /* compact: drop decoded bytes */
+    if (s->dec.pos) {
+        buf_consume(&s->dec.in, s->dec.pos);
+        s->dec.pos = 0;
+    }
+}
+
+/* ---- start ---- */
+
+static int open_pipe(orchestrator *orch, uv_pipe_t *pipe, int fd, void *data) {
+    int rc = uv_pipe_init(orch->loop, pipe, 0);
+    if (rc)
+        return rc;
+    pipe->data = data;
+    return uv_pipe_open(pipe, fd);
+}
+
+int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_config *cfg,
+                       const orchestrator_ops *ops, void *app) {
+    memset(orch, 0, sizeof *orch);
+    orch->loop = loop;
+    orch->ops = ops;
+    orch->app = app;
+    orch->cfg = *cfg;
+    orch->state = ORCH_SETUP;
+    int n = cfg->num_slots;
+    frame_decoder_init(&orch->control_dec);
+    buf_init(&orch->out_line, 1 << 20);
+    buf_init(&orch->err_line, 1 << 20);
+    orch->slots = calloc((size_t)n, sizeof *orch->slots);
+    int *child_fds = calloc((size_t)n + 1, sizeof *child_fds);
+    uv_stdio_container_t *stdio = calloc((size_t)n + 4, sizeof *stdio);
+    int rc = UV_ENOMEM;
+    if (!orch->slots || !child_fds || !stdio)
+        goto failed_alloc;
+
+    /* socketpairs: [0] ours, [1] the worker's */
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+        rc = -errno;
+        goto failed_alloc;
+    }
+    child_fds[0] = pair[1];
+    if ((rc = open_pipe(orch, &orch->control, pair[0], orch)) != 0) {
+        close(pair[0]);
+        close(pair[1]);
+        goto failed_alloc;
+    }
+    orch->control_open = 1;
+    for (int i = 0; i < n; i++) {
+        slot *s = &orch->slots[i];
+        s->orch = orch;
+        s->index = i;
+        frame_decoder_init(&s->dec);
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+            rc = -errno;
+            goto failed_slots;
+        }
+        child_fds[i + 1] = pair[1];
+        if ((rc = open_pipe(orch, &s->pipe, pair[0], s)) != 0) {
+            close(pair[0]);
+            goto failed_slots;
+        }
+        s->pipe_open = 1;
+    }
+
+    uv_pipe_init(loop, &orch->out_pipe, 0);
+    uv_pipe_init(loop, &orch->err_pipe, 0);
+    orch->out_pipe.data = orch;
+    orch->err_pipe.data = orch;
+    orch->out_open = orch->err_open = 1;
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&orch->out_pipe;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&orch->err_pipe;
+    for (int i = 0; i <= n; i++) {
+        stdio[3 + i].flags = UV_INHERIT_FD;
+        stdio[3 + i].data.fd = child_fds[i];
+    }
+    char *args[] = {(char *)cfg->python, "-c", "import coglet; coglet.server._run_worker()", NULL};
+    uv_process_options_t opts = {0};
+    opts.file = cfg->python;
+    opts.args = args;
+    opts.exit_cb = on_process_exit;
+    opts.stdio = stdio;
+    opts.stdio_count = n + 4;
+    log_info(TARGET, "Spawning worker subprocess");
+    rc = uv_spawn(loop, &orch->proc, &opts);
+    for (int i = 0; i <= n; i++) {
+        close(child_fds[i]);
+        child_fds[i] = -1;
+    }
+    if (rc != 0) {
+        /* uv_spawn initialised the handle; it must still be closed */
+        orch->proc_alive = 1;
+        close_handle(orch, (uv_handle_t *)&orch->proc, &orch->proc_alive);
+        goto failed_slots;
+    }
+    orch->proc_alive = 1;
+    log_event(LOG_DEBUG, TARGET, json_pack("{s:i}", "pid", orch->proc.pid), "Worker spawned");
+    uv_read_start((uv_stream_t *)&orch->out_pipe, on_output_alloc, on_output_read);
+    uv_read_start((uv_stream_t *)&orch->err_pipe, on_output_alloc, on_output_read);
+    uv_read_start((uv_stream_t *)&orch->control, on_output_alloc, on_control_read);
+    for (int i = 0; i < n; i++)
+        uv_read_start((uv_stream_t *)&orch->slots[i].pipe, on_slot_alloc, on_slot_read);
+
+    uv_timer_init(loop, &orch->timer);
+    orch->timer_open = 1;
+    if (cfg->setup_timeout > 0)
+        uv_timer_start(&orch->timer, on_timer, (uint64_t)(cfg->setup_timeout * 1000), 0);
+
+    json_t *init = json_pack("{s:s, s:s, s:i, s:{s:{s:i, s:i}}, s:b, s:b}", "type", "init", "predictor_ref",
+                             cfg->predictor_ref, "num_slots", n, "transport_info", "InheritedFds", "first_fd", 4,
+                             "num_slots", n, "is_train", cfg->is_train, "is_async", 0);
+    send_frame(&orch->control, init);
+    json_decref(init);
+    free(child_fds);
+    free(stdio);
+    return 0;
+
+failed_slots:
+    for (int i = 0; i <= n; i++)
+        if (child_fds[i] > 0)
+            close(child_fds[i]);
+failed_alloc:
+    free(child_fds);
+    free(stdio);
+    orch->state = ORCH_GONE;
+    return rc;
+}
+
+/* ---- close ---- */
+
+static void maybe_closed(orchestrator *orch) {
+    if (!orch->closing || orch->handles_open > 0)
+        return;
+    if (orch->proc_alive || orch->control_open || orch->out_open || orch->err_open || orch->timer_open)
+        return;
+    for (int i = 0; i < orch->cfg.num_slots; i++)
+        if (orch->slots[i].pipe_open)
+            return;
+    for (int i = 0; i < orch->cfg.num_slots; i++)
+        frame_decoder_free(&orch->slots[i].dec);
+    free(orch->slots);
+    orch->slots = NULL;
+    frame_decoder_free(&orch->control_dec);
+    buf_free(&orch->out_line);
+    buf_free(&orch->err_line);
+    void (*cb)(orchestrator *) = orch->on_closed;
+    orch->on_closed = NULL;
+    if (cb)
+        cb(orch);
+}
+
+void orchestrator_close(orchestrator *orch, void (*on_closed)(orchestrator *orch)) {
+    orch->on_closed = on_closed;
+    if (orch->closing) {
+        maybe_closed(orch);
+        return;
+    }
+    orch->closing = 1;
+    if (orch->state == ORCH_READY && orch->control_open && !orch->shutdown_sent) {
+        json_t *msg = json_pack("{s:s}", "type", "shutdown");
+        orchestrator_send_control(orch, msg);
+        json_decref(msg);
+        orch->shutdown_sent = 1;
+    }
+    /* Closing our ends: the worker sees EOF and exits even mid-setup. We do not wait for
+     * its exit (SPEC 9.1); the process handle is just unreferenced. */
+    close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+    for (int i = 0; orch->slots && i < orch->cfg.num_slots; i++)
+        close_handle(orch, (uv_handle_t *)&orch->slots[i].pipe, &orch->slots[i].pipe_open);
+    close_handle(orch, (uv_handle_t *)&orch->out_pipe, &orch->out_open);
+    close_handle(orch, (uv_handle_t *)&orch->err_pipe, &orch->err_open);
+    close_handle(orch, (uv_handle_t *)&orch->timer, &orch->timer_open);
+    close_handle(orch, (uv_handle_t *)&orch->proc, &orch->proc_alive);
+    maybe_closed(orch);
+}

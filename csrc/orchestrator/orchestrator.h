@@ -1,0 +1,94 @@
+/* orchestrator/orchestrator.h: the worker process, its control channel, one socket per
+ * slot, and the permit pool that hands slots to predictions. */
+#ifndef COGLET_ORCHESTRATOR_H
+#define COGLET_ORCHESTRATOR_H
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "ipc/frame.h"
+
+typedef struct orchestrator orchestrator;
+
+typedef struct slot {
+    orchestrator *orch;
+    int index;
+    char id[40]; /* uuid from the worker's ready */
+    uv_pipe_t pipe;
+    int pipe_open;
+    frame_decoder dec;
+    void *prediction; /* the service's current prediction on this slot, or NULL */
+    int in_pool;      /* free, waiting in the pool */
+    int poisoned;     /* never returns to the pool */
+    struct slot *next_free;
+} slot;
+
+typedef struct orchestrator_ops {
+    /* Worker output outside predictions: control `log` frames and fd 1/2 lines. */
+    void (*on_log)(void *app, const char *source, const char *line);
+    void (*on_worker_log)(void *app, const char *target, const char *level, const char *message);
+    void (*on_ready)(void *app, json_t *schema, json_t *ready);
+    void (*on_setup_failed)(void *app, const char *error);
+    /* A frame on a slot socket. The app owns nothing of msg (borrowed). */
+    void (*on_slot_message)(void *app, slot *s, json_t *msg);
+    void (*on_slot_poisoned)(void *app, slot *s, const char *error);
+    /* The worker is gone after ready; every slot's prediction must fail with `error`. */
+    void (*on_worker_gone)(void *app, const char *error);
+    void (*on_control_message)(void *app, json_t *msg); /* healthcheck_result, ... */
+} orchestrator_ops;
+
+typedef struct orchestrator_config {
+    const char *python;        /* executable to spawn */
+    const char *predictor_ref;
+    int num_slots;
+    int is_train;
+    double setup_timeout;      /* seconds; 0 = none */
+} orchestrator_config;
+
+enum { ORCH_IDLE, ORCH_SETUP, ORCH_READY, ORCH_GONE };
+
+struct orchestrator {
+    uv_loop_t *loop;
+    const orchestrator_ops *ops;
+    void *app;
+    orchestrator_config cfg;
+    int state;
+    uv_process_t proc;
+    int proc_alive;
+    int exit_seen;
+    int64_t exit_status;
+    int term_signal;
+    uv_pipe_t control;
+    int control_open;
+    frame_decoder control_dec;
+    uv_pipe_t out_pipe, err_pipe; /* worker fd 1 and 2 */
+    int out_open, err_open;
+    buf out_line, err_line;
+    uv_timer_t timer; /* setup timeout; then the crash grace timer */
+    int timer_open;
+    int control_eof;
+    slot *slots;
+    slot *free_slots;
+    int num_free;
+    int shutdown_sent;
+    int closing;
+    int handles_open;
+    void (*on_closed)(orchestrator *orch);
+};
+
+int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_config *cfg,
+                       const orchestrator_ops *ops, void *app);
+/* Permit pool: a free slot or NULL; non-blocking. */
+slot *orchestrator_acquire_slot(orchestrator *orch);
+void orchestrator_release_slot(orchestrator *orch, slot *s);
+int orchestrator_free_slots(const orchestrator *orch);
+/* Frames to the worker; 0 or a libuv error. */
+int orchestrator_send_slot(orchestrator *orch, slot *s, const json_t *msg);
+int orchestrator_send_control(orchestrator *orch, const json_t *msg);
+void orchestrator_poison(orchestrator *orch, slot *s);
+/* Sends `shutdown` (once the worker is up) and closes our ends; on_closed when every
+ * handle is closed. The worker is never killed: it exits on shutdown or EOF. */
+void orchestrator_close(orchestrator *orch, void (*on_closed)(orchestrator *orch));
+
+#endif

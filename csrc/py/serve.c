@@ -1,0 +1,307 @@
+/* py/serve.c: coglet.server.serve(): argument checks and startup facts with the GIL, then
+ * the libuv loop with the GIL released. A 100 ms timer takes the GIL back briefly so
+ * Python's own signal handling (SIGINT, our SIGTERM handler) runs. */
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "py/module.h"
+#include "service/service.h"
+
+#define TARGET "coglet::server"
+
+typedef struct py_serve {
+    uv_loop_t loop;
+    service svc;
+    uv_timer_t signal_timer;
+    PyThreadState *saved_thread;
+    int sigints;
+} py_serve;
+
+static volatile sig_atomic_t sigterm_seen;
+
+static PyObject *on_sigterm(PyObject *self, PyObject *args) {
+    (void)self, (void)args;
+    sigterm_seen = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef sigterm_def = {"_coglet_sigterm", on_sigterm, METH_VARARGS, NULL};
+
+static void signal_tick(uv_timer_t *timer) {
+    py_serve *ps = container_of(timer, py_serve, signal_timer);
+    PyEval_RestoreThread(ps->saved_thread); /* GIL back, briefly */
+    int interrupted = 0;
+    if (PyErr_CheckSignals() < 0) {
+        interrupted = PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+        PyErr_Clear();
+    }
+    ps->saved_thread = PyEval_SaveThread();
+    if (interrupted) {
+        if (ps->sigints++ == 0) {
+            service_begin_shutdown(&ps->svc, "Received SIGINT, shutting down...");
+        } else {
+            log_warn(TARGET, "Second SIGINT: closing every connection now");
+            http_server_close_all(&ps->svc.http);
+        }
+    }
+    if (sigterm_seen) {
+        sigterm_seen = 0;
+        service_begin_shutdown(&ps->svc, "Received SIGTERM, shutting down...");
+    }
+}
+
+static void on_stopped(service *svc) {
+    py_serve *ps = container_of(svc, py_serve, svc);
+    uv_close((uv_handle_t *)&ps->signal_timer, NULL);
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Parses an unsigned decimal without trimming; -1 when it is not one. */
+static long long parse_unsigned(const char *s) {
+    if (!s || !*s)
+        return -1;
+    long long v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9' || v > 1000000000LL)
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    return v;
+}
+
+static char *string_attr_call(const char *expr_module, const char *attr) {
+    PyObject *m = PyImport_ImportModule(expr_module);
+    if (!m) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *v = PyObject_GetAttrString(m, attr);
+    Py_DECREF(m);
+    char *out = NULL;
+    if (v && PyUnicode_Check(v)) {
+        const char *s = PyUnicode_AsUTF8AndSize(v, NULL);
+        if (s)
+            out = strdup(s);
+    }
+    Py_XDECREF(v);
+    PyErr_Clear();
+    return out;
+}
+
+/* cog.__version__ when cog is already imported, else its installed distribution's. */
+static char *detect_cog_version(void) {
+    PyObject *modules = PySys_GetObject("modules");
+    if (modules && PyDict_Check(modules) && PyDict_GetItemString(modules, "cog"))
+        return string_attr_call("cog", "__version__");
+    PyObject *md = PyImport_ImportModule("importlib.metadata");
+    if (!md) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *v = PyObject_CallMethod(md, "version", "s", "cog");
+    Py_DECREF(md);
+    char *out = NULL;
+    if (v && PyUnicode_Check(v)) {
+        const char *s = PyUnicode_AsUTF8AndSize(v, NULL);
+        if (s)
+            out = strdup(s);
+    }
+    Py_XDECREF(v);
+    PyErr_Clear();
+    return out;
+}
+
+static char *detect_python_version(void) {
+    char *full = string_attr_call("sys", "version");
+    if (full)
+        full[strcspn(full, " ")] = '\0';
+    return full;
+}
+
+static int in_main_thread(void) {
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (!threading) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *cur = PyObject_CallMethod(threading, "current_thread", NULL);
+    PyObject *main = PyObject_CallMethod(threading, "main_thread", NULL);
+    Py_DECREF(threading);
+    int r = cur && main && cur == main;
+    Py_XDECREF(cur);
+    Py_XDECREF(main);
+    PyErr_Clear();
+    return r;
+}
+
+/* signal.signal(SIGTERM, handler); returns the previous handler (new ref) or NULL. */
+static PyObject *set_sigterm(PyObject *handler) {
+    PyObject *sig = PyImport_ImportModule("signal");
+    if (!sig)
+        return NULL;
+    PyObject *prev = PyObject_CallMethod(sig, "signal", "iO", SIGTERM, handler);
+    Py_DECREF(sig);
+    return prev;
+}
+
+PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
+    (void)module;
+    static char *kwlist[] = {"predictor_ref", "host", "port", "await_explicit_shutdown", "is_train",
+                             "output_temp_dir_base", "upload_url", NULL};
+    const char *ref = NULL, *host = "0.0.0.0", *upload_url = NULL;
+    int port = 5000, await_shutdown = 0, is_train = 0;
+    PyObject *output_temp_dir_base = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|zsippOz:serve", kwlist, &ref, &host, &port, &await_shutdown,
+                                     &is_train, &output_temp_dir_base, &upload_url))
+        return NULL;
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1) {
+        PyErr_Format(PyExc_RuntimeError, "invalid socket address syntax: %s:%d", host, port);
+        return NULL;
+    }
+    if (port < 0 || port > 65535) {
+        PyErr_Format(PyExc_RuntimeError, "invalid port: %d", port);
+        return NULL;
+    }
+
+    log_init();
+    log_capture_begin();
+    char *cog_version = detect_cog_version();
+    char *py_version = detect_python_version();
+    char *python = string_attr_call("sys", "executable");
+    if (!python || !*python) {
+        free(python);
+        python = strdup("python"); /* no sys.executable: fall back to PATH, as the anchor does */
+    }
+    log_info(TARGET, "coglet %s (%s, built %s)", COGLET_VERSION, COGLET_GIT_SHA, COGLET_BUILD_TIME);
+    log_info(TARGET, "python sdk %s", cog_version ? cog_version : "unknown");
+    log_info(TARGET, "python %s", py_version ? py_version : "unknown");
+
+    int concurrency = 1;
+    const char *mc = getenv("COG_MAX_CONCURRENCY");
+    if (mc) {
+        long long v = parse_unsigned(mc);
+        if (v <= 0 || v > 4096)
+            log_warn(TARGET, "Invalid COG_MAX_CONCURRENCY value, defaulting to 1");
+        else
+            concurrency = (int)v;
+    }
+    double setup_timeout = 0;
+    const char *st = getenv("COG_SETUP_TIMEOUT");
+    if (st) {
+        long long v = parse_unsigned(st);
+        if (v < 0)
+            log_warn(TARGET, "Invalid COG_SETUP_TIMEOUT value, ignoring");
+        else if (v == 0)
+            log_warn(TARGET, "COG_SETUP_TIMEOUT=0 ignored");
+        else
+            setup_timeout = (double)v;
+    }
+    if (ref) {
+        log_event(LOG_INFO, TARGET, json_pack("{s:s, s:b}", "predictor_ref", ref, "is_train", is_train),
+                  "Using subprocess isolation");
+        log_event(LOG_INFO, TARGET, json_pack("{s:i}", "max_concurrency", concurrency),
+                  "Configuring subprocess worker via orchestrator");
+    }
+
+    /* Signals: Python owns SIGINT; SIGTERM gets a handler that only sets a flag. */
+    PyObject *prev_sigterm = NULL;
+    int main_thread = in_main_thread();
+    if (await_shutdown) {
+        PyObject *sig = PyImport_ImportModule("signal");
+        PyObject *ign = sig ? PyObject_GetAttrString(sig, "SIG_IGN") : NULL;
+        Py_XDECREF(sig);
+        prev_sigterm = ign ? set_sigterm(ign) : NULL;
+        Py_XDECREF(ign);
+        if (!prev_sigterm)
+            goto failed_early;
+    } else if (main_thread) {
+        PyObject *h = PyCFunction_New(&sigterm_def, NULL);
+        prev_sigterm = h ? set_sigterm(h) : NULL;
+        Py_XDECREF(h);
+        if (!prev_sigterm)
+            goto failed_early;
+    }
+    sigterm_seen = 0;
+
+    py_serve *ps = calloc(1, sizeof *ps);
+    if (!ps) {
+        PyErr_NoMemory();
+        goto failed_early;
+    }
+    uv_loop_init(&ps->loop);
+    service_config cfg = {
+        .predictor_ref = ref,
+        .host = host,
+        .port = port,
+        .is_train = is_train,
+        .await_explicit_shutdown = await_shutdown,
+        .upload_url = upload_url,
+        .python = python,
+        .max_concurrency = concurrency,
+        .setup_timeout = setup_timeout,
+        .python_sdk_version = cog_version,
+        .python_version = py_version,
+    };
+    ps->svc.on_stopped = on_stopped;
+    int rc = service_start(&ps->svc, &ps->loop, &cfg);
+    if (rc != 0) {
+        uv_walk(&ps->loop, close_walk, NULL);
+        uv_run(&ps->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&ps->loop);
+        free(ps);
+        PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
+        free(log_capture_take());
+        goto failed_early;
+    }
+    uv_timer_init(&ps->loop, &ps->signal_timer);
+    uv_timer_start(&ps->signal_timer, signal_tick, 100, 100);
+
+    ps->saved_thread = PyEval_SaveThread();
+    uv_run(&ps->loop, UV_RUN_DEFAULT);
+    uv_walk(&ps->loop, close_walk, NULL);
+    uv_run(&ps->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&ps->loop);
+    PyEval_RestoreThread(ps->saved_thread);
+    free(ps);
+
+    if (prev_sigterm) {
+        PyObject *r = set_sigterm(prev_sigterm);
+        Py_XDECREF(r);
+        Py_DECREF(prev_sigterm);
+        PyErr_Clear();
+    }
+    free(cog_version);
+    free(py_version);
+    free(python);
+    Py_RETURN_NONE;
+
+failed_early:
+    if (prev_sigterm) {
+        PyObject *err_type, *err_value, *err_tb;
+        PyErr_Fetch(&err_type, &err_value, &err_tb);
+        PyObject *r = set_sigterm(prev_sigterm);
+        Py_XDECREF(r);
+        Py_DECREF(prev_sigterm);
+        PyErr_Clear();
+        PyErr_Restore(err_type, err_value, err_tb);
+    }
+    free(cog_version);
+    free(py_version);
+    free(python);
+    return NULL;
+}

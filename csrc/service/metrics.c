@@ -1,0 +1,68 @@
+/* service/metrics.c: dot paths address nested objects; replace/increment/append. */
+#include "service/metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+static int valid_name(const char *name) {
+    if (!name || !*name)
+        return 0;
+    size_t n = strlen(name);
+    if (name[0] == '.' || name[n - 1] == '.' || strstr(name, ".."))
+        return 0;
+    return 1;
+}
+
+int metrics_merge(json_t *metrics, const char *name, json_t *value, const char *mode) {
+    if (!valid_name(name)) {
+        log_warn("coglet::service", "ignoring metric with invalid name '%s'", name ? name : "");
+        return -1;
+    }
+    char *path = strdup(name);
+    if (!path)
+        return -1;
+    json_t *node = metrics;
+    char *seg = path;
+    char *dot;
+    while ((dot = strchr(seg, '.')) != NULL) {
+        *dot = '\0';
+        json_t *child = json_object_get(node, seg);
+        if (!json_is_object(child)) {
+            child = json_object();
+            json_object_set_new(node, seg, child);
+        }
+        node = child;
+        seg = dot + 1;
+    }
+    json_t *cur = json_object_get(node, seg);
+    if (!mode || !strcmp(mode, "replace")) {
+        if (!value || json_is_null(value))
+            json_object_del(node, seg);
+        else
+            json_object_set(node, seg, value);
+    } else if (!strcmp(mode, "increment")) {
+        if (!cur)
+            cur = json_integer(0), json_object_set_new(node, seg, cur);
+        if (json_is_number(cur) && json_is_number(value)) {
+            if (json_is_integer(cur) && json_is_integer(value)) {
+                unsigned long long sum = (unsigned long long)json_integer_value(cur) +
+                                         (unsigned long long)json_integer_value(value);
+                json_object_set_new(node, seg, json_integer((json_int_t)sum)); /* wraps */
+            } else {
+                json_object_set_new(node, seg, json_real(json_number_value(cur) + json_number_value(value)));
+            }
+        }
+    } else if (!strcmp(mode, "append")) {
+        if (!cur) {
+            json_object_set_new(node, seg, json_pack("[O]", value ? value : json_null()));
+        } else if (json_is_array(cur)) {
+            json_array_append(cur, value ? value : json_null());
+        } else {
+            json_object_set_new(node, seg, json_pack("[O,O]", cur, value ? value : json_null()));
+        }
+    }
+    free(path);
+    return 0;
+}

@@ -1,0 +1,514 @@
+/* service/service.c: prediction lifecycle (register, dispatch, messages from the worker,
+ * terminal transition), health and setup state, and the orchestrator's callbacks. */
+#include "service/service.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "service/metrics.h"
+
+#define TARGET "coglet::service"
+#define JSON_OUT (JSON_COMPACT | JSON_SORT_KEYS)
+
+const char *pred_status_name(pred_status s) {
+    static const char *names[] = {"starting", "processing", "succeeded", "failed", "canceled"};
+    return names[s];
+}
+
+static int is_terminal(pred_status s) { return s >= PRED_SUCCEEDED; }
+
+/* ---- predictions ---- */
+
+prediction *prediction_new(service *svc, const char *id, int is_training) {
+    prediction *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->refs = 1;
+    p->svc = svc;
+    p->id = strdup(id);
+    p->is_training = is_training;
+    p->outputs = json_array();
+    p->metrics = json_object();
+    p->context = json_object();
+    buf_init(&p->logs, PRED_LOGS_MAX);
+    p->started = now_monotonic();
+    if (!p->id || !p->outputs || !p->metrics || !p->context) {
+        prediction_unref(p);
+        return NULL;
+    }
+    return p;
+}
+
+void prediction_ref(prediction *p) { p->refs++; }
+
+void prediction_unref(prediction *p) {
+    if (--p->refs > 0)
+        return;
+    free(p->id);
+    json_decref(p->input);
+    json_decref(p->context);
+    json_decref(p->outputs);
+    json_decref(p->output);
+    json_decref(p->metrics);
+    buf_free(&p->logs);
+    free(p->error);
+    free(p);
+}
+
+static json_t *metrics_with_time(const prediction *p) {
+    json_t *m = json_deep_copy(p->metrics);
+    if (is_terminal(p->status))
+        json_object_set_new(m, "predict_time", json_real(p->predict_time_s));
+    return m;
+}
+
+json_t *prediction_state_json(const prediction *p, int with_input) {
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(p->id));
+    json_object_set_new(o, "status", json_string(pred_status_name(p->status)));
+    json_object_set_new(o, "logs", json_stringn(p->logs.data ? p->logs.data : "", p->logs.len));
+    if (p->status == PRED_SUCCEEDED && p->output)
+        json_object_set(o, "output", p->output);
+    else if (json_array_size(p->outputs) > 0)
+        json_object_set_new(o, "output", json_deep_copy(p->outputs));
+    if (p->status == PRED_FAILED)
+        json_object_set_new(o, "error", json_string(p->error ? p->error : ""));
+    json_object_set_new(o, "metrics", metrics_with_time(p));
+    if (with_input && p->input)
+        json_object_set(o, "input", p->input);
+    return o;
+}
+
+json_t *prediction_sync_json(const prediction *p) {
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(p->id));
+    json_object_set_new(o, "status", json_string(pred_status_name(p->status)));
+    json_object_set_new(o, "metrics", metrics_with_time(p));
+    if (p->status == PRED_SUCCEEDED) {
+        json_object_set_new(o, "logs", json_stringn(p->logs.data ? p->logs.data : "", p->logs.len));
+        json_object_set(o, "output", p->output ? p->output : json_null());
+    } else {
+        json_object_set_new(o, "logs", json_string(""));
+        if (p->status == PRED_FAILED)
+            json_object_set_new(o, "error", json_string(p->error ? p->error : ""));
+    }
+    return o;
+}
+
+/* ---- registry: at most one entry per slot, so a list is enough ---- */
+
+prediction *service_find(service *svc, const char *id) {
+    for (prediction *p = svc->registry; p; p = p->next)
+        if (!strcmp(p->id, id))
+            return p;
+    return NULL;
+}
+
+void service_register(service *svc, prediction *p) {
+    /* POST with an id in flight replaces the old entry (SPEC 3.5 step 6). */
+    prediction *old = service_find(svc, p->id);
+    if (old)
+        service_unregister(svc, old);
+    prediction_ref(p);
+    p->in_registry = 1;
+    p->next = svc->registry;
+    svc->registry = p;
+    svc->num_inflight++;
+}
+
+void service_unregister(service *svc, prediction *p) {
+    if (!p->in_registry)
+        return;
+    for (prediction **pp = &svc->registry; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    p->next = NULL;
+    p->in_registry = 0;
+    svc->num_inflight--;
+    prediction_unref(p);
+}
+
+static void maybe_finish_shutdown(service *svc);
+
+void service_finish(service *svc, prediction *p, pred_status status, const char *error) {
+    if (is_terminal(p->status))
+        return; /* a terminal status never changes */
+    prediction_ref(p);
+    p->status = status;
+    p->predict_time_s = now_monotonic() - p->started;
+    if (status == PRED_FAILED) {
+        free(p->error);
+        p->error = strdup(error ? error : "");
+    }
+    if (status == PRED_SUCCEEDED) {
+        json_decref(p->output);
+        size_t n = json_array_size(p->outputs);
+        if (svc->output_is_array || p->is_stream)
+            p->output = json_incref(p->outputs);
+        else if (n == 0)
+            p->output = json_null();
+        else if (n == 1)
+            p->output = json_incref(json_array_get(p->outputs, 0));
+        else
+            p->output = json_incref(p->outputs);
+    }
+    log_event(status == PRED_FAILED ? LOG_WARN : LOG_INFO, "coglet::prediction",
+              json_pack("{s:s, s:s}", "prediction_id", p->id, "status", pred_status_name(status)),
+              status == PRED_FAILED ? "Prediction failed: %s" : "Prediction %s",
+              status == PRED_FAILED ? (p->error ? p->error : "") : pred_status_name(status));
+    service_unregister(svc, p);
+    if (p->sync_conn) {
+        http_conn *conn = p->sync_conn;
+        p->sync_conn = NULL;
+        conn->app_data = NULL;
+        json_t *body = prediction_sync_json(p);
+        char *s = json_dumps(body, JSON_OUT);
+        json_decref(body);
+        if (s) {
+            http_respond_json(conn, 200, s);
+            free(s);
+        } else {
+            http_respond_json(conn, 500, "{\"error\":\"failed to encode response\"}");
+        }
+        prediction_unref(p); /* the connection's reference */
+    }
+    prediction_unref(p);
+    maybe_finish_shutdown(svc);
+}
+
+void service_dispatch(service *svc, prediction *p, slot *s) {
+    service_register(svc, p);
+    p->status = PRED_PROCESSING;
+    p->slot = s;
+    s->prediction = p;
+    prediction_ref(p); /* the slot's */
+    json_t *msg = json_pack("{s:s, s:s, s:O, s:O}", "type", "predict", "id", p->id, "input",
+                            p->input ? p->input : json_object(), "context", p->context);
+    if (!msg) {
+        service_finish(svc, p, PRED_FAILED, "Failed to send request: cannot encode the request");
+        return;
+    }
+    int rc = orchestrator_send_slot(&svc->orch, s, msg);
+    json_decref(msg);
+    if (rc != 0) {
+        char err[256];
+        if (rc == UV_E2BIG)
+            snprintf(err, sizeof err, "Failed to send request: input over the %zu byte frame limit",
+                     (size_t)FRAME_MAX_PAYLOAD);
+        else
+            snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", uv_strerror(rc));
+        if (rc != UV_E2BIG)
+            orchestrator_poison(&svc->orch, s);
+        s->prediction = NULL;
+        p->slot = NULL;
+        service_finish(svc, p, PRED_FAILED, err);
+        if (rc == UV_E2BIG)
+            orchestrator_release_slot(&svc->orch, s);
+        prediction_unref(p);
+        return;
+    }
+    if (p->cancel_requested) {
+        json_t *c = json_pack("{s:s, s:s, s:s}", "type", "cancel", "slot", s->id, "id", p->id);
+        orchestrator_send_control(&svc->orch, c);
+        json_decref(c);
+    }
+}
+
+int service_cancel(service *svc, const char *id) {
+    prediction *p = service_find(svc, id);
+    if (!p)
+        return -1;
+    p->cancel_requested = 1;
+    if (p->slot) {
+        /* The worker remembers a cancel for an id it has not started yet. */
+        json_t *c = json_pack("{s:s, s:s, s:s}", "type", "cancel", "slot", p->slot->id, "id", p->id);
+        orchestrator_send_control(&svc->orch, c);
+        json_decref(c);
+    }
+    return 0;
+}
+
+/* ---- orchestrator callbacks ---- */
+
+static void on_log(void *app, const char *source, const char *line) {
+    service *svc = app;
+    (void)source;
+    log_event_str(LOG_INFO, svc->health == HEALTH_STARTING ? "coglet::setup" : "coglet::user", NULL, line);
+}
+
+static void on_worker_log(void *app, const char *target, const char *level, const char *message) {
+    (void)app;
+    log_event_str(log_level_parse(level, LOG_INFO), target ? target : "coglet::worker", NULL, message ? message : "");
+}
+
+static void write_k8s_ready(uv_work_t *req) {
+    (void)req;
+    if (mkdir("/var/run/cog", 0755) != 0 && errno != EEXIST) {
+        log_warn(TARGET, "cannot create /var/run/cog: %s", strerror(errno));
+        return;
+    }
+    int fd = open("/var/run/cog/ready", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0)
+        log_warn(TARGET, "cannot create /var/run/cog/ready: %s", strerror(errno));
+    else
+        close(fd);
+}
+
+static void k8s_done(uv_work_t *req, int status) {
+    (void)status;
+    free(req);
+}
+
+static void install_schema(service *svc, json_t *schema) {
+    json_decref(svc->schema);
+    svc->schema = NULL;
+    svc->streaming = svc->output_is_array = svc->has_training_input = 0;
+    if (!json_is_object(schema))
+        return;
+    svc->schema = json_incref(schema);
+    json_t *post = json_object_get(json_object_get(json_object_get(schema, "paths"), "/predictions"), "post");
+    svc->streaming = json_is_true(json_object_get(post, "x-cog-streaming"));
+    json_t *schemas = json_object_get(json_object_get(schema, "components"), "schemas");
+    json_t *out = json_object_get(schemas, svc->cfg.is_train ? "TrainingOutput" : "Output");
+    const char *type = json_string_value(json_object_get(out, "type"));
+    svc->output_is_array = type && !strcmp(type, "array");
+    svc->has_training_input = json_object_get(schemas, "TrainingInput") != NULL;
+}
+
+static void on_ready(void *app, json_t *schema, json_t *ready) {
+    service *svc = app;
+    install_schema(svc, schema); /* before READY: nothing is served unvalidated */
+    svc->user_healthcheck = json_is_true(json_object_get(ready, "has_healthcheck"));
+    svc->health = HEALTH_READY;
+    log_event(LOG_INFO, TARGET,
+              json_pack("{s:i, s:s}", "num_slots", svc->cfg.max_concurrency, "mode",
+                        svc->cfg.is_train ? "train" : "predict"),
+              "Server ready");
+    free(svc->setup_logs);
+    svc->setup_logs = log_capture_take();
+    svc->setup_status = "succeeded";
+    svc->setup_completed_ns = now_realtime_ns();
+    log_info(TARGET, "Setup complete, now accepting requests");
+    if (getenv("KUBERNETES_SERVICE_HOST")) {
+        uv_work_t *req = malloc(sizeof *req);
+        if (req && uv_queue_work(svc->loop, req, write_k8s_ready, k8s_done) != 0)
+            free(req);
+    }
+}
+
+static void on_setup_failed(void *app, const char *error) {
+    service *svc = app;
+    if (svc->health == HEALTH_SETUP_FAILED)
+        return;
+    log_error(TARGET, "Setup failed: %s", error);
+    svc->health = HEALTH_SETUP_FAILED;
+    free(log_capture_take());
+    free(svc->setup_logs);
+    svc->setup_logs = strdup(error);
+    svc->setup_status = "failed";
+    svc->setup_completed_ns = now_realtime_ns();
+}
+
+static void slot_finished(service *svc, slot *s, prediction *p) {
+    s->prediction = NULL;
+    if (p) {
+        p->slot = NULL;
+        prediction_unref(p); /* the slot's */
+    }
+    orchestrator_release_slot(&svc->orch, s);
+}
+
+static void on_slot_message(void *app, slot *s, json_t *msg) {
+    service *svc = app;
+    prediction *p = s->prediction;
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!strcmp(type, "log_line")) {
+        const char *data = json_string_value(json_object_get(msg, "data"));
+        size_t len = json_string_length(json_object_get(msg, "data"));
+        if (!data || !len)
+            return;
+        if (!p) {
+            log_event(LOG_WARN, "coglet::prediction", json_pack("{s:s}", "prediction_id", "NO_ACTIVE_PREDICTION"),
+                      "%s", data);
+            return;
+        }
+        if (buf_append(&p->logs, data, len) != BUF_OK)
+            log_warn(TARGET, "prediction %s: logs over %zu bytes; dropping", p->id, (size_t)PRED_LOGS_MAX);
+        char *line = strndup(data, len && data[len - 1] == '\n' ? len - 1 : len);
+        if (line) {
+            log_event_str(LOG_INFO, "coglet::prediction", json_pack("{s:s}", "prediction_id", p->id), line);
+            free(line);
+        }
+        return;
+    }
+    if (!strcmp(type, "protocol_version"))
+        return;
+    if (!p) {
+        log_debug(TARGET, "dropping %s on idle slot %d", type, s->index);
+        return;
+    }
+    if (!strcmp(type, "output_chunk")) {
+        json_t *out = json_object_get(msg, "output");
+        json_array_append(p->outputs, out ? out : json_null());
+    } else if (!strcmp(type, "metric")) {
+        metrics_merge(p->metrics, json_string_value(json_object_get(msg, "name")), json_object_get(msg, "value"),
+                      json_string_value(json_object_get(msg, "mode")));
+    } else if (!strcmp(type, "done")) {
+        p->is_stream = json_is_true(json_object_get(msg, "is_stream"));
+        prediction_ref(p);
+        slot_finished(svc, s, p);
+        service_finish(svc, p, PRED_SUCCEEDED, NULL);
+        prediction_unref(p);
+    } else if (!strcmp(type, "failed")) {
+        const char *err = json_string_value(json_object_get(msg, "error"));
+        prediction_ref(p);
+        slot_finished(svc, s, p);
+        service_finish(svc, p, PRED_FAILED, err ? err : "unknown error");
+        prediction_unref(p);
+    } else if (!strcmp(type, "cancelled")) {
+        prediction_ref(p);
+        slot_finished(svc, s, p);
+        service_finish(svc, p, PRED_CANCELED, NULL);
+        prediction_unref(p);
+    } else {
+        log_debug(TARGET, "ignoring slot message %s", type);
+    }
+}
+
+static void on_slot_poisoned(void *app, slot *s, const char *error) {
+    service *svc = app;
+    prediction *p = s->prediction;
+    log_error(TARGET, "slot %d poisoned: %s", s->index, error);
+    if (!p)
+        return;
+    prediction_ref(p);
+    slot_finished(svc, s, p);
+    service_finish(svc, p, PRED_FAILED, error);
+    prediction_unref(p);
+}
+
+static void on_worker_gone(void *app, const char *error) {
+    service *svc = app;
+    svc->health = HEALTH_DEFUNCT;
+    for (int i = 0; i < svc->cfg.max_concurrency; i++) {
+        slot *s = &svc->orch.slots[i];
+        prediction *p = s->prediction;
+        if (!p)
+            continue;
+        prediction_ref(p);
+        slot_finished(svc, s, p);
+        service_finish(svc, p, PRED_FAILED, error);
+        prediction_unref(p);
+    }
+    maybe_finish_shutdown(svc);
+}
+
+static void on_control_message(void *app, json_t *msg) {
+    (void)app;
+    log_debug(TARGET, "ignoring control message %s", json_string_value(json_object_get(msg, "type")));
+}
+
+const orchestrator_ops service_orchestrator_ops = {
+    .on_log = on_log,
+    .on_worker_log = on_worker_log,
+    .on_ready = on_ready,
+    .on_setup_failed = on_setup_failed,
+    .on_slot_message = on_slot_message,
+    .on_slot_poisoned = on_slot_poisoned,
+    .on_worker_gone = on_worker_gone,
+    .on_control_message = on_control_message,
+};
+
+/* ---- start and stop ---- */
+
+int service_start(service *svc, uv_loop_t *loop, const service_config *cfg) {
+    svc->loop = loop;
+    svc->cfg = *cfg;
+    svc->health = cfg->predictor_ref ? HEALTH_STARTING : HEALTH_UNKNOWN;
+    int rc = http_server_init(&svc->http, loop, &service_http_ops, svc);
+    if (rc)
+        return rc;
+    rc = http_server_listen(&svc->http, cfg->host, cfg->port, svc->bound, sizeof svc->bound);
+    if (rc)
+        return rc;
+    log_info("coglet::transport::http::server", "Starting coglet server on %s", svc->bound);
+    if (!cfg->predictor_ref) {
+        log_info(TARGET, "No predictor specified, serving health endpoints only");
+        free(log_capture_take());
+        return 0;
+    }
+    svc->setup_started_ns = now_realtime_ns();
+    svc->setup_status = "starting";
+    orchestrator_config oc = {
+        .python = cfg->python,
+        .predictor_ref = cfg->predictor_ref,
+        .num_slots = cfg->max_concurrency,
+        .is_train = cfg->is_train,
+        .setup_timeout = cfg->setup_timeout,
+    };
+    rc = orchestrator_start(&svc->orch, loop, &oc, &service_orchestrator_ops, svc);
+    svc->orch_started = 1;
+    if (rc) {
+        char err[512];
+        snprintf(err, sizeof err, "failed to spawn worker: spawner failed: failed to spawn process: %s (os error %d)",
+                 uv_strerror(rc), -rc);
+        on_setup_failed(svc, err);
+    }
+    return 0;
+}
+
+static void on_http_drained(http_server *http) {
+    service *svc = container_of(http, service, http);
+    maybe_finish_shutdown(svc);
+}
+
+static void on_orch_closed(orchestrator *orch) {
+    service *svc = container_of(orch, service, orch);
+    svc->orch_started = 0;
+    maybe_finish_shutdown(svc);
+}
+
+/* Shutdown ends once no request is pending: then the worker is told and the loop left. */
+static void maybe_finish_shutdown(service *svc) {
+    if (!svc->shutting_down || svc->stopped)
+        return;
+    if (svc->http.num_conns > 0 || svc->http.listening)
+        return;
+    if (svc->orch_started) {
+        if (!svc->orch.closing)
+            orchestrator_close(&svc->orch, on_orch_closed);
+        return;
+    }
+    svc->stopped = 1;
+    log_info(TARGET, "Server shutdown complete");
+    json_decref(svc->schema);
+    svc->schema = NULL;
+    free(svc->setup_logs);
+    svc->setup_logs = NULL;
+    free(svc->user_healthcheck_error);
+    svc->user_healthcheck_error = NULL;
+    if (svc->on_stopped)
+        svc->on_stopped(svc);
+}
+
+void service_begin_shutdown(service *svc, const char *why) {
+    if (svc->shutting_down)
+        return;
+    svc->shutting_down = 1;
+    if (why)
+        log_info(TARGET, "%s", why);
+    svc->http.on_drained = on_http_drained;
+    http_server_stop_listening(&svc->http);
+    http_server_close_idle(&svc->http);
+    maybe_finish_shutdown(svc);
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages coglet builds and tests with, when any is missing.
+set -euo pipefail
+pkgs=(build-essential pkg-config libuv1-dev libjansson-dev libcurl4-openssl-dev node-llhttp libpcre2-dev python3-venv)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

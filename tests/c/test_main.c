@@ -1,0 +1,219 @@
+/* tests/c/test_main.c: unit tests for the plain-C layers, one behaviour per test. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "ipc/frame.h"
+#include "service/metrics.h"
+
+static int failures, checks;
+#define CHECK(cond)                                                                                                    \
+    do {                                                                                                               \
+        checks++;                                                                                                      \
+        if (!(cond)) {                                                                                                 \
+            failures++;                                                                                                \
+            fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                         \
+        }                                                                                                              \
+    } while (0)
+
+typedef void (*test_fn)(void);
+#define TEST(name) static void name(void)
+
+TEST(buf_append_past_cap_fails_and_keeps_content) {
+    buf b;
+    buf_init(&b, 8);
+    CHECK(buf_append(&b, "12345", 5) == BUF_OK);
+    CHECK(buf_append(&b, "6789", 4) == BUF_TOO_LARGE);
+    CHECK(b.len == 5 && !strcmp(b.data, "12345"));
+    CHECK(buf_append(&b, "678", 3) == BUF_OK);
+    CHECK(b.len == 8);
+    buf_free(&b);
+}
+
+TEST(buf_consume_and_printf) {
+    buf b;
+    buf_init(&b, 1024);
+    buf_printf(&b, "%s-%d", "abc", 42);
+    CHECK(!strcmp(b.data, "abc-42"));
+    buf_consume(&b, 4);
+    CHECK(!strcmp(b.data, "42") && b.len == 2);
+    char *s = buf_steal(&b);
+    CHECK(!strcmp(s, "42") && b.data == NULL);
+    free(s);
+}
+
+static void feed_frame(frame_decoder *d, const char *json) {
+    size_t n = strlen(json);
+    unsigned char h[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8),
+                          (unsigned char)n};
+    frame_decoder_feed(d, (const char *)h, 4);
+    frame_decoder_feed(d, json, n);
+}
+
+TEST(frame_roundtrip_byte_by_byte) {
+    json_t *msg = json_pack("{s:s, s:s}", "type", "log", "data", "héllo\n");
+    size_t len;
+    char *wire = frame_encode_alloc(msg, &len);
+    CHECK(wire != NULL);
+    frame_decoder d;
+    frame_decoder_init(&d);
+    json_t *out = NULL;
+    char err[128];
+    int got = 0;
+    for (size_t i = 0; i < len; i++) {
+        frame_decoder_feed(&d, wire + i, 1);
+        int rc = frame_decoder_next(&d, &out, err, sizeof err);
+        if (i + 1 < len)
+            CHECK(rc == 0);
+        else
+            got = rc;
+    }
+    CHECK(got == 1 && out && json_equal(out, msg));
+    json_decref(out);
+    json_decref(msg);
+    free(wire);
+    frame_decoder_free(&d);
+}
+
+TEST(frame_header_over_cap_fails_before_payload) {
+    frame_decoder d;
+    frame_decoder_init(&d);
+    unsigned char h[4] = {0x00, 0x80, 0x00, 0x01}; /* 8 MiB + 1 */
+    frame_decoder_feed(&d, (const char *)h, 4);
+    json_t *out;
+    char err[128];
+    CHECK(frame_decoder_next(&d, &out, err, sizeof err) == -1);
+    CHECK(strstr(err, "exceeds") != NULL);
+    frame_decoder_free(&d);
+}
+
+TEST(frame_rejects_untagged_and_bad_json) {
+    frame_decoder d;
+    json_t *out;
+    char err[128];
+    frame_decoder_init(&d);
+    feed_frame(&d, "[1,2]");
+    CHECK(frame_decoder_next(&d, &out, err, sizeof err) == -1);
+    frame_decoder_free(&d);
+    frame_decoder_init(&d);
+    feed_frame(&d, "{\"type\":");
+    CHECK(frame_decoder_next(&d, &out, err, sizeof err) == -1);
+    frame_decoder_free(&d);
+}
+
+TEST(frame_two_messages_in_one_feed) {
+    frame_decoder d;
+    frame_decoder_init(&d);
+    feed_frame(&d, "{\"type\":\"a\"}");
+    feed_frame(&d, "{\"type\":\"b\"}");
+    json_t *out;
+    char err[128];
+    CHECK(frame_decoder_next(&d, &out, err, sizeof err) == 1);
+    CHECK(!strcmp(json_string_value(json_object_get(out, "type")), "a"));
+    json_decref(out);
+    CHECK(frame_decoder_next(&d, &out, err, sizeof err) == 1);
+    CHECK(!strcmp(json_string_value(json_object_get(out, "type")), "b"));
+    json_decref(out);
+    CHECK(frame_decoder_next(&d, &out, err, sizeof err) == 0);
+    frame_decoder_free(&d);
+}
+
+TEST(frame_encode_over_cap_fails) {
+    size_t n = FRAME_MAX_PAYLOAD;
+    char *big = malloc(n + 1);
+    memset(big, 'x', n);
+    big[n] = '\0';
+    json_t *msg = json_pack("{s:s, s:s}", "type", "x", "data", big);
+    size_t len;
+    CHECK(frame_encode_alloc(msg, &len) == NULL);
+    json_decref(msg);
+    free(big);
+}
+
+static json_t *merged(const char *steps) {
+    /* steps: "name mode json;..." */
+    json_t *m = json_object();
+    char *copy = strdup(steps), *save = NULL;
+    for (char *s = strtok_r(copy, ";", &save); s; s = strtok_r(NULL, ";", &save)) {
+        char name[64], mode[16];
+        int off = 0;
+        sscanf(s, "%63s %15s %n", name, mode, &off);
+        json_t *v = json_loads(s + off, JSON_DECODE_ANY, NULL);
+        metrics_merge(m, name, v, mode);
+        json_decref(v);
+    }
+    free(copy);
+    return m;
+}
+
+static int merged_is(const char *steps, const char *expect) {
+    json_t *m = merged(steps), *e = json_loads(expect, 0, NULL);
+    int ok = json_equal(m, e);
+    if (!ok) {
+        char *got = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
+        fprintf(stderr, "  merge %s -> %s (want %s)\n", steps, got, expect);
+        free(got);
+    }
+    json_decref(m);
+    json_decref(e);
+    return ok;
+}
+
+TEST(metrics_increment_append_replace_nested) {
+    CHECK(merged_is("n increment 1;n increment 2", "{\"n\":3}"));
+    CHECK(merged_is("n increment 1;n increment 0.5", "{\"n\":1.5}"));
+    CHECK(merged_is("t append \"fast\";t append \"cached\"", "{\"t\":[\"fast\",\"cached\"]}"));
+    CHECK(merged_is("t replace 1;t append 2", "{\"t\":[1,2]}"));
+    CHECK(merged_is("timing.pre replace 0.5", "{\"timing\":{\"pre\":0.5}}"));
+    CHECK(merged_is("timing.pre replace 0.5;timing.pre replace null", "{\"timing\":{}}"));
+    CHECK(merged_is("a replace 1;a.b replace 2", "{\"a\":{\"b\":2}}"));
+    CHECK(merged_is("s replace \"x\";s increment 1", "{\"s\":\"x\"}"));
+    CHECK(merged_is(".bad replace 1;bad. replace 1;a..b replace 1", "{}"));
+}
+
+TEST(rfc3339_uses_fewest_fraction_digits) {
+    char out[48];
+    format_rfc3339(1767225600000000000ull, out, sizeof out);
+    CHECK(!strcmp(out, "2026-01-01T00:00:00+00:00"));
+    format_rfc3339(1767225600123000000ull, out, sizeof out);
+    CHECK(!strcmp(out, "2026-01-01T00:00:00.123+00:00"));
+    format_rfc3339(1767225600123456000ull, out, sizeof out);
+    CHECK(!strcmp(out, "2026-01-01T00:00:00.123456+00:00"));
+    format_rfc3339(1767225600123456789ull, out, sizeof out);
+    CHECK(!strcmp(out, "2026-01-01T00:00:00.123456789+00:00"));
+}
+
+static const struct {
+    const char *name;
+    test_fn fn;
+} tests[] = {
+#define T(n) {#n, n}
+    T(buf_append_past_cap_fails_and_keeps_content),
+    T(buf_consume_and_printf),
+    T(frame_roundtrip_byte_by_byte),
+    T(frame_header_over_cap_fails_before_payload),
+    T(frame_rejects_untagged_and_bad_json),
+    T(frame_two_messages_in_one_feed),
+    T(frame_encode_over_cap_fails),
+    T(metrics_increment_append_replace_nested),
+    T(rfc3339_uses_fewest_fraction_digits),
+};
+
+int main(void) {
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int before = failures;
+        tests[i].fn();
+        if (failures == before) {
+            passed++;
+            printf("ok   %s\n", tests[i].name);
+        } else {
+            failed++;
+            printf("FAIL %s\n", tests[i].name);
+        }
+    }
+    printf("c-unit: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
