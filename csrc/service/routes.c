@@ -4,12 +4,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "service/service.h"
 
 #define TARGET "coglet::transport::http"
-#define JSON_OUT (JSON_COMPACT | JSON_SORT_KEYS)
+#define JSON_OUT JSON_OUT_SORTED
 
 static const char not_ready_body[] =
     "{\"error\":\"Setup has not finished yet. Wait until it has finished, or GET /health-check for "
@@ -23,8 +24,8 @@ static void respond_text(http_conn *conn, int status, const char *text) {
     http_respond(conn, status, "text/plain; charset=utf-8", text, strlen(text), NULL);
 }
 
-static void respond_json_value(http_conn *conn, int status, json_t *value, size_t flags) {
-    char *s = json_dumps(value, flags);
+static void respond_json_value(http_conn *conn, int status, json_t *value, int flags) {
+    char *s = json_out_string(value, flags);
     json_decref(value);
     if (!s) {
         http_respond_json(conn, 500, "{\"error\":\"failed to encode response\"}");
@@ -94,7 +95,7 @@ static void route_health(service *svc, http_conn *conn) {
     json_object_set_new(o, "version", v);
     if (svc->user_healthcheck_error)
         json_object_set_new(o, "user_healthcheck_error", json_string(svc->user_healthcheck_error));
-    respond_json_value(conn, 200, o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    respond_json_value(conn, 200, o, 0); /* typed object: field order */
 }
 
 /* ---- GET /openapi.json ---- */

@@ -10,12 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "service/metrics.h"
 
 #define TARGET "coglet::service"
-#define JSON_OUT (JSON_COMPACT | JSON_SORT_KEYS)
 
 const char *pred_status_name(pred_status s) {
     static const char *names[] = {"starting", "processing", "succeeded", "failed", "canceled"};
@@ -172,7 +172,7 @@ void service_finish(service *svc, prediction *p, pred_status status, const char 
         p->sync_conn = NULL;
         conn->app_data = NULL;
         json_t *body = prediction_sync_json(p);
-        char *s = json_dumps(body, JSON_OUT);
+        char *s = json_out_string(body, JSON_OUT_SORTED);
         json_decref(body);
         if (s) {
             http_respond_json(conn, 200, s);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/json_out.h"
 #include "common/util.h"
 #include "ipc/frame.h"
 #include "service/metrics.h"
@@ -185,6 +186,31 @@ TEST(rfc3339_uses_fewest_fraction_digits) {
     CHECK(!strcmp(out, "2026-01-01T00:00:00.123456789+00:00"));
 }
 
+static int encodes_as(const char *in, const char *want) {
+    json_t *v = json_loads(in, JSON_DECODE_ANY, NULL);
+    char *got = json_out_string(v, JSON_OUT_SORTED);
+    int ok = got && !strcmp(got, want);
+    if (!ok)
+        fprintf(stderr, "  encode %s -> %s (want %s)\n", in, got ? got : "(null)", want);
+    free(got);
+    json_decref(v);
+    return ok;
+}
+
+TEST(json_out_shortest_reals_sorted_keys_escapes) {
+    CHECK(encodes_as("0.1", "0.1"));
+    CHECK(encodes_as("1.0", "1.0"));
+    CHECK(encodes_as("1e300", "1e+300"));
+    CHECK(encodes_as("0.30000000000000004", "0.30000000000000004"));
+    CHECK(encodes_as("{\"b\":1,\"a\":[true,null,\"x\"]}", "{\"a\":[true,null,\"x\"],\"b\":1}"));
+    CHECK(encodes_as("\"q\\\"\\\\\\n\\u0001é😀/\"", "\"q\\\"\\\\\\n\\u0001é😀/\""));
+    char num[40];
+    for (double d = 1e-9; d < 1e9; d *= 7.3) {
+        json_out_real(num, sizeof num, d);
+        CHECK(strtod(num, NULL) == d);
+    }
+}
+
 static const struct {
     const char *name;
     test_fn fn;
@@ -199,6 +225,7 @@ static const struct {
     T(frame_encode_over_cap_fails),
     T(metrics_increment_append_replace_nested),
     T(rfc3339_uses_fewest_fraction_digits),
+    T(json_out_shortest_reals_sorted_keys_escapes),
 };
 
 int main(void) {

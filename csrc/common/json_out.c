@@ -1,0 +1,131 @@
+/* common/json_out.c: a small JSON encoder over jansson values (see json_out.h). */
+#include "common/json_out.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int json_out_real(char *out, size_t outlen, double d) {
+    if (!isfinite(d))
+        return snprintf(out, outlen, "null"); /* never produced: NaN is refused upstream */
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(out, outlen, "%.*g", prec, d);
+        if (strtod(out, NULL) == d)
+            break;
+    }
+    if (!strpbrk(out, ".eEn") && (size_t)n + 2 < outlen) {
+        memcpy(out + n, ".0", 3);
+        n += 2;
+    }
+    return n;
+}
+
+static int append_string(buf *out, const char *s, size_t len) {
+    static const char hex[] = "0123456789abcdef";
+    int rc = buf_reserve(out, len + 2);
+    if (rc)
+        return rc;
+    out->data[out->len++] = '"';
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if ((rc = buf_append(out, s + start, i - start)))
+            return rc;
+        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
+        size_t elen = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+        }
+        if ((rc = buf_append(out, esc, elen)))
+            return rc;
+        start = i + 1;
+    }
+    if ((rc = buf_append(out, s + start, len - start)))
+        return rc;
+    return buf_append(out, "\"", 1);
+}
+
+static int cmp_keys(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int json_out_append(buf *out, const json_t *v, int flags) {
+    char num[40];
+    int rc;
+    switch (json_typeof(v)) {
+    case JSON_NULL: return buf_append(out, "null", 4);
+    case JSON_TRUE: return buf_append(out, "true", 4);
+    case JSON_FALSE: return buf_append(out, "false", 5);
+    case JSON_INTEGER:
+        return buf_append(out, num, (size_t)snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
+    case JSON_REAL: return buf_append(out, num, (size_t)json_out_real(num, sizeof num, json_real_value(v)));
+    case JSON_STRING: return append_string(out, json_string_value(v), json_string_length(v));
+    case JSON_ARRAY: {
+        if ((rc = buf_append(out, "[", 1)))
+            return rc;
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n; i++) {
+            if (i && (rc = buf_append(out, ",", 1)))
+                return rc;
+            if ((rc = json_out_append(out, json_array_get(v, i), flags)))
+                return rc;
+        }
+        return buf_append(out, "]", 1);
+    }
+    case JSON_OBJECT: {
+        size_t n = json_object_size(v);
+        const char *stack_keys[32];
+        const char **keys = n <= 32 ? stack_keys : malloc(n * sizeof *keys);
+        if (!keys)
+            return BUF_NOMEM;
+        size_t i = 0;
+        const char *k;
+        json_t *val;
+        json_object_foreach((json_t *)v, k, val) keys[i++] = k;
+        if (flags & JSON_OUT_SORTED)
+            qsort(keys, n, sizeof *keys, cmp_keys);
+        rc = buf_append(out, "{", 1);
+        for (i = 0; i < n && !rc; i++) {
+            if (i)
+                rc = buf_append(out, ",", 1);
+            if (!rc)
+                rc = append_string(out, keys[i], strlen(keys[i]));
+            if (!rc)
+                rc = buf_append(out, ":", 1);
+            if (!rc)
+                rc = json_out_append(out, json_object_get(v, keys[i]), flags);
+        }
+        if (keys != stack_keys)
+            free(keys);
+        return rc ? rc : buf_append(out, "}", 1);
+    }
+    }
+    return BUF_NOMEM;
+}
+
+char *json_out_string(const json_t *v, int flags) {
+    buf b;
+    buf_init(&b, (size_t)1 << 30);
+    if (json_out_append(&b, v, flags) != BUF_OK) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
