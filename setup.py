@@ -119,15 +119,6 @@ def build_macros():
 
 
 class BuildExt(build_ext):
-    def initialize_options(self):
-        super().initialize_options()
-
-    def finalize_options(self):
-        super().finalize_options()
-        if SANITIZE:
-            # Sanitized objects never mix with the normal build.
-            self.build_temp = os.path.join(self.build_temp, "asan")
-
     def run(self):
         if shutil.which(os.environ.get("CC", "cc").split()[0]) is None:
             die("no C compiler found: apt-get install build-essential")
@@ -168,5 +159,9 @@ setup(
     ext_modules=[ext],
     libraries=llhttp_lib,
     cmdclass={"build_ext": BuildExt},
-    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    options={
+        "bdist_wheel": {"py_limited_api": "cp310"},
+        # sanitized objects and libraries never mix with the normal build
+        "build": {"build_base": os.path.join("build", "asan") if SANITIZE else "build"},
+    },
 )

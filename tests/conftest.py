@@ -3,6 +3,7 @@ subprocess on port 0, reads the port back from its log, and talks real HTTP."""
 
 import json
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -55,10 +56,20 @@ class Server:
         with self._cond:
             while self.port is None:
                 if self.proc.poll() is not None and not self._has_port():
-                    raise RuntimeError("server exited early:\n" + self.log_text())
+                    self._cond.release()
+                    try:
+                        time.sleep(0.2)  # let the pumps collect the last lines
+                    finally:
+                        self._cond.acquire()
+                    raise RuntimeError("server exited early:\n" + "\n".join(self.lines))
                 left = deadline - time.time()
                 if left <= 0:
-                    raise RuntimeError("server never printed its port:\n" + self.log_text())
+                    self._cond.release()
+                    try:
+                        self.stop(signal.SIGKILL)
+                    finally:
+                        self._cond.acquire()
+                    raise RuntimeError("server never printed its port:\n" + "\n".join(self.lines))
                 self._cond.wait(min(left, 0.2))
         self.url = "http://127.0.0.1:%d" % self.port
         self.session = requests.Session()
@@ -156,6 +167,28 @@ class Server:
         return self.proc.returncode
 
 
+def launch(where, code=None, ref="predict.py:Predictor", env=None, args=(), files=None, cwd=None,
+           launcher=None, ready=True):
+    """Write predict.py (`code`) and `files` into the directory `where`, start the server
+    there (or in `cwd`) and, unless ready=False, wait for READY or SETUP_FAILED."""
+    where = pathlib.Path(where)
+    if code is not None:
+        (where / "predict.py").write_text(textwrap.dedent(code))
+    for name, content in (files or {}).items():
+        path = where / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(content) if isinstance(content, str) else json.dumps(content))
+    argv = ([ref] if ref else []) + list(args)
+    srv = Server(cwd or where, argv, env=env, launcher=launcher)
+    if ready:
+        try:
+            srv.wait_status("READY", "SETUP_FAILED")
+        except BaseException:
+            srv.stop()
+            raise
+    return srv
+
+
 @pytest.fixture
 def make_server(tmp_path):
     """make_server(code=None, ref="predict.py:Predictor", env=None, args=(), files=None)."""
@@ -163,18 +196,28 @@ def make_server(tmp_path):
 
     def make(code=None, ref="predict.py:Predictor", env=None, args=(), files=None, cwd=None,
              launcher=None, ready=True):
-        where = cwd or tmp_path
-        if code is not None:
-            (tmp_path / "predict.py").write_text(textwrap.dedent(code))
-        for name, content in (files or {}).items():
-            path = tmp_path / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(content) if isinstance(content, str) else json.dumps(content))
-        argv = ([ref] if ref else []) + list(args)
-        srv = Server(where, argv, env=env, launcher=launcher)
+        srv = launch(tmp_path, code=code, ref=ref, env=env, args=args, files=files, cwd=cwd,
+                     launcher=launcher, ready=ready)
         started.append(srv)
-        if ready:
-            srv.wait_status("READY", "SETUP_FAILED")
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def make_module_server(tmp_path_factory):
+    """Like make_server, but the servers live until the end of the test module (share one
+    server between the tests that need the same predictor). Each call gets its own dir."""
+    started = []
+
+    def make(code=None, ref="predict.py:Predictor", env=None, args=(), files=None, launcher=None,
+             ready=True):
+        where = tmp_path_factory.mktemp("srv")
+        srv = launch(where, code=code, ref=ref, env=env, args=args, files=files, launcher=launcher,
+                     ready=ready)
+        started.append(srv)
         return srv
 
     yield make
@@ -186,3 +229,107 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---- raw HTTP/1.1 over a socket (pipelining, chunked bodies, Expect, HEAD, huge lengths) ----
+
+
+class RawResponse:
+    def __init__(self, status, reason, headers, body):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # dict, lower-case names (last value wins)
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "RawResponse(%d %s, %r, %r)" % (self.status, self.reason, self.headers, self.body[:300])
+
+
+class RawConn:
+    """One TCP connection; send() raw bytes, read_response() parses one response."""
+
+    def __init__(self, port, timeout=30):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed; unread: %r" % self.buf)
+        self.buf += chunk
+
+    def read_until(self, marker):
+        while marker not in self.buf:
+            self._fill()
+        i = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_head(self):
+        head = self.read_until(b"\r\n\r\n").decode("latin-1")
+        lines = head.split("\r\n")
+        version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+        assert version == "HTTP/1.1", head
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+        return int(status), reason, headers
+
+    def read_response(self, head_request=False):
+        status, reason, headers = self.read_head()
+        body = b""
+        if head_request or status in (204, 304) or 100 <= status < 200:
+            pass
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                size = int(self.read_until(b"\r\n").split(b";")[0].strip(), 16)
+                if size == 0:
+                    self.read_until(b"\r\n")
+                    break
+                body += self.read_exact(size)
+                self.read_exact(2)
+        elif "content-length" in headers:
+            body = self.read_exact(int(headers["content-length"]))
+        else:
+            while True:
+                try:
+                    self._fill()
+                except ConnectionError:
+                    break
+            body, self.buf = self.buf, b""
+        return RawResponse(status, reason, headers, body)
+
+
+def raw_request(method, path, body=None, headers=None):
+    """Bytes of one HTTP/1.1 request (Content-Length added when there is a body)."""
+    hdrs = {"Host": "127.0.0.1"}
+    hdrs.update(headers or {})
+    if body is not None:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        hdrs.setdefault("Content-Length", str(len(body)))
+    head = "%s %s HTTP/1.1\r\n" % (method, path) + "".join("%s: %s\r\n" % kv for kv in hdrs.items()) + "\r\n"
+    return head.encode("latin-1") + (body or b"")
