@@ -62,6 +62,7 @@ struct http_conn {
     int request_pending;  /* the app holds req */
     int responding;       /* streaming response begun and not finished */
     int parse_paused;
+    int processing;       /* inside conn_process: no re-entry */
     int closing;
     int close_after_write;
     int read_eof;

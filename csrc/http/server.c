@@ -334,6 +334,9 @@ static void respond_and_close(http_conn *conn, int status, const char *body) {
 /* Runs the parser over buffered input until a request is handed to the app or the
  * input is used up. Never called from inside llhttp. */
 static void conn_process(http_conn *conn) {
+    if (conn->processing)
+        return; /* a response written from inside on_request: the loop below goes on */
+    conn->processing = 1;
     while (!conn->closing && !conn->request_pending && conn->pending.len > 0) {
         if (conn->parse_paused) {
             llhttp_resume(&conn->parser);
@@ -365,8 +368,10 @@ static void conn_process(http_conn *conn) {
                       llhttp_get_error_reason(&conn->parser));
             respond_and_close(conn, 400, "Bad Request");
         }
+        conn->processing = 0;
         return;
     }
+    conn->processing = 0;
     if (!conn->closing && !conn->request_pending && conn->read_eof) {
         /* Peer finished sending and nothing is pending: done. */
         if (conn->writes_in_flight == 0)

@@ -185,8 +185,8 @@ static void describe_exit(orchestrator *orch, char *out, size_t outlen) {
     if (!orch->exit_seen)
         snprintf(out, outlen, "Worker crashed");
     else if (orch->term_signal)
-        snprintf(out, outlen, "Worker crashed: killed by signal %d (%s)", orch->term_signal,
-                 strsignal(orch->term_signal));
+        snprintf(out, outlen, "Worker crashed: killed by signal %d (SIG%s)", orch->term_signal,
+                 sigabbrev_np(orch->term_signal) ? sigabbrev_np(orch->term_signal) : "?");
     else
         snprintf(out, outlen, "Worker crashed: exited with code %lld", (long long)orch->exit_status);
 }
@@ -231,8 +231,8 @@ static void on_process_exit(uv_process_t *proc, int64_t exit_status, int term_si
     orch->term_signal = term_signal;
     if (term_signal)
         log_event(orch->closing || orch->shutdown_sent ? LOG_INFO : LOG_WARN, TARGET,
-                  json_pack("{s:i}", "signal", term_signal), "Worker process killed by signal %d (%s)",
-                  term_signal, strsignal(term_signal));
+                  json_pack("{s:i}", "signal", term_signal), "Worker process killed by signal %d (SIG%s)",
+                  term_signal, sigabbrev_np(term_signal) ? sigabbrev_np(term_signal) : "?");
     else
         log_event(orch->closing || orch->shutdown_sent ? LOG_INFO : LOG_WARN, TARGET,
                   json_pack("{s:I}", "exit_code", (json_int_t)exit_status), "Worker process exited with code %lld",

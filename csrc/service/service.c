@@ -162,10 +162,11 @@ void service_finish(service *svc, prediction *p, pred_status status, const char 
         else
             p->output = json_incref(p->outputs);
     }
-    log_event(status == PRED_FAILED ? LOG_WARN : LOG_INFO, "coglet::prediction",
-              json_pack("{s:s, s:s}", "prediction_id", p->id, "status", pred_status_name(status)),
-              status == PRED_FAILED ? "Prediction failed: %s" : "Prediction %s",
-              status == PRED_FAILED ? (p->error ? p->error : "") : pred_status_name(status));
+    json_t *fields = json_pack("{s:s, s:s}", "prediction_id", p->id, "status", pred_status_name(status));
+    if (status == PRED_FAILED)
+        json_object_set_new(fields, "error", json_string(p->error ? p->error : ""));
+    log_event(status == PRED_FAILED ? LOG_WARN : LOG_INFO, "coglet::prediction", fields, "Prediction %s",
+              pred_status_name(status));
     service_unregister(svc, p);
     if (p->sync_conn) {
         http_conn *conn = p->sync_conn;
@@ -310,11 +311,17 @@ static void on_setup_failed(void *app, const char *error) {
     service *svc = app;
     if (svc->health == HEALTH_SETUP_FAILED)
         return;
-    log_error(TARGET, "Setup failed: %s", error);
     svc->health = HEALTH_SETUP_FAILED;
-    free(log_capture_take());
+    /* SPEC 9.3 keeps only the error string; what setup printed before it failed is what a
+     * user needs to see why, so it comes first, and the error string ends the text. */
+    char *captured = log_capture_take();
     free(svc->setup_logs);
-    svc->setup_logs = strdup(error);
+    size_t n = (captured ? strlen(captured) : 0) + strlen(error) + 1;
+    svc->setup_logs = malloc(n);
+    if (svc->setup_logs)
+        snprintf(svc->setup_logs, n, "%s%s", captured ? captured : "", error);
+    free(captured);
+    log_error(TARGET, "Setup failed: %s", error);
     svc->setup_status = "failed";
     svc->setup_completed_ns = now_realtime_ns();
 }
