@@ -196,6 +196,17 @@ static void stop_timer(orchestrator *orch) {
         uv_timer_stop(&orch->timer);
 }
 
+/* No slot is ever handed out again. */
+static void mark_gone(orchestrator *orch) {
+    orch->state = ORCH_GONE;
+    orch->free_slots = NULL;
+    orch->num_free = 0;
+    for (int i = 0; i < orch->cfg.num_slots; i++) {
+        orch->slots[i].in_pool = 0;
+        orch->slots[i].poisoned = 1;
+    }
+}
+
 /* The worker is gone (exit seen, or its control channel closed and the grace ran out). */
 static void worker_gone(orchestrator *orch) {
     if (orch->state == ORCH_GONE)
@@ -215,12 +226,7 @@ static void worker_gone(orchestrator *orch) {
         return;
     }
     log_error(TARGET, "%s", why);
-    orch->free_slots = NULL;
-    orch->num_free = 0;
-    for (int i = 0; i < orch->cfg.num_slots; i++) {
-        orch->slots[i].in_pool = 0;
-        orch->slots[i].poisoned = 1;
-    }
+    mark_gone(orch);
     orch->ops->on_worker_gone(orch->app, why);
 }
 
@@ -321,7 +327,7 @@ static void handle_control(orchestrator *orch, json_t *msg) {
             orch->state = ORCH_GONE;
             orch->ops->on_setup_failed(orch->app, text);
         } else {
-            orch->state = ORCH_GONE;
+            mark_gone(orch);
             orch->ops->on_worker_gone(orch->app, reason ? reason : "worker fatal");
         }
     } else if (!strcmp(type, "dropped_logs")) {
@@ -353,7 +359,10 @@ static void on_control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
         return;
     }
     if (frame_decoder_feed(&orch->control_dec, b->base, (size_t)nread) != BUF_OK) {
+        /* dropping bytes would desync the channel: it fails as a whole */
         log_error(TARGET, "control channel buffer overflow");
+        close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+        worker_gone(orch);
         return;
     }
     for (;;) {

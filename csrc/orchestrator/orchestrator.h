@@ -21,6 +21,7 @@ typedef struct slot {
     void *prediction; /* the service's current prediction on this slot, or NULL */
     int in_pool;      /* free, waiting in the pool */
     int poisoned;     /* never returns to the pool */
+    unsigned long long seq; /* predict frames sent on this slot */
     struct slot *next_free;
 } slot;
 

@@ -49,8 +49,8 @@ static void signal_tick(uv_timer_t *timer) {
         if (ps->sigints++ == 0) {
             service_begin_shutdown(&ps->svc, "Received SIGINT, shutting down...");
         } else {
-            log_warn(TARGET, "Second SIGINT: closing every connection now");
-            http_server_close_all(&ps->svc.http);
+            log_warn(TARGET, "Second SIGINT: cancelling everything and stopping now");
+            service_force_shutdown(&ps->svc);
         }
     }
     if (sigterm_seen) {
@@ -130,6 +130,31 @@ static char *detect_python_version(void) {
     if (full)
         full[strcspn(full, " ")] = '\0';
     return full;
+}
+
+static double env_seconds(const char *name, double fallback) {
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return fallback;
+    char *end;
+    double d = strtod(v, &end);
+    if (*end || d < 0) {
+        log_warn(TARGET, "Invalid %s value, using %.1f", name, fallback);
+        return fallback;
+    }
+    return d;
+}
+
+static size_t stream_history(void) {
+    const char *v = getenv("COG_STREAM_HISTORY_CAPACITY");
+    if (!v)
+        return 1024;
+    long long n = parse_unsigned(v);
+    if (n < 0) {
+        log_warn(TARGET, "Invalid COG_STREAM_HISTORY_CAPACITY value, defaulting to 1024");
+        return 1024;
+    }
+    return (size_t)n;
 }
 
 static int in_main_thread(void) {
@@ -256,6 +281,8 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
         .setup_timeout = setup_timeout,
         .python_sdk_version = cog_version,
         .python_version = py_version,
+        .shutdown_grace = env_seconds("COG_SHUTDOWN_GRACE", 30.0),
+        .stream_history = stream_history(),
     };
     ps->svc.on_stopped = on_stopped;
     int rc = service_start(&ps->svc, &ps->loop, &cfg);

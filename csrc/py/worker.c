@@ -21,7 +21,6 @@
 
 #define LOG_LINE_MAX ((size_t)4 << 20)
 #define LOG_TRUNCATED "[**** LOG LINE TRUNCATED AT 4 MiB ****]"
-#define EARLY_CANCELS_MAX 1000
 
 typedef struct wslot {
     int index;
@@ -32,6 +31,10 @@ typedef struct wslot {
     /* guarded by the worker's state lock */
     json_t *job;        /* a predict frame waiting for the slot thread */
     char *current_id;   /* the prediction running, or NULL */
+    unsigned long long current_seq; /* its dispatch number */
+    unsigned long long seen_seq;    /* highest predict frame received on this slot */
+    unsigned long long cancel_seq;  /* a cancel that overtook its predict frame */
+    unsigned long long finished_seq; /* the last dispatch that ended */
     int running;
     int cancelled;
     int poisoned;
@@ -50,8 +53,6 @@ typedef struct worker {
     int num_slots;
     wslot *slots;
     wslot *sync_slot; /* the slot of the running sync prediction (log routing) */
-    char *early_cancels[EARLY_CANCELS_MAX];
-    int num_early_cancels;
     int is_train;
     /* Python objects (GIL) */
     PyObject *runtime;     /* coglet._runtime */
@@ -487,17 +488,6 @@ static int is_cancelled(worker *w, wslot *s) {
     return c;
 }
 
-static int take_early_cancel(worker *w, const char *id) {
-    for (int i = 0; i < w->num_early_cancels; i++) {
-        if (!strcmp(w->early_cancels[i], id)) {
-            free(w->early_cancels[i]);
-            w->early_cancels[i] = w->early_cancels[--w->num_early_cancels];
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static void run_prediction(worker *w, wslot *s, json_t *job) {
     const char *id = json_string_value(json_object_get(job, "id"));
     if (!id)
@@ -507,10 +497,12 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
     PyObject *kwargs = NULL, *scope = NULL, *temps = NULL, *result = NULL, *context = NULL;
     PyObject *pid_token = NULL, *scope_token = NULL;
 
+    unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(job, "seq"));
     pthread_mutex_lock(&w->lock);
     free(s->current_id);
     s->current_id = strdup(id);
-    s->cancelled = take_early_cancel(w, id);
+    s->current_seq = seq;
+    s->cancelled = seq && s->cancel_seq == seq; /* cancelled before it started: applied, not lost */
     s->running = 1;
     s->thread_ident = PyThread_get_thread_ident();
     pthread_mutex_unlock(&w->lock);
@@ -703,6 +695,8 @@ finish:
 
     pthread_mutex_lock(&w->lock);
     s->running = 0;
+    if (s->current_seq > s->finished_seq)
+        s->finished_seq = s->current_seq;
     free(s->current_id);
     s->current_id = NULL;
     s->cancelled = 0;
@@ -759,17 +753,23 @@ static void *slot_thread(void *arg) {
 
 static void handle_cancel(worker *w, json_t *msg, PyThreadState **ts) {
     const char *slot_id = json_string_value(json_object_get(msg, "slot"));
-    const char *id = json_string_value(json_object_get(msg, "id"));
+    unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(msg, "seq"));
     pthread_mutex_lock(&w->lock);
     wslot *s = NULL;
     for (int i = 0; i < w->num_slots; i++)
         if (slot_id && !strcmp(w->slots[i].id, slot_id))
             s = &w->slots[i];
-    int hit = s && s->running && (!id || (s->current_id && !strcmp(s->current_id, id)));
+    if (!s) {
+        pthread_mutex_unlock(&w->lock);
+        return;
+    }
+    /* Frames on the control channel can overtake the slot's predict frame: a cancel for a
+     * dispatch not seen yet is kept and applied when it starts; one for a dispatch that
+     * already ended is dropped. */
+    int hit = s->running && (!seq || s->current_seq == seq);
     if (!hit) {
-        /* not started yet: remembered per id, applied when it starts */
-        if (id && w->num_early_cancels < EARLY_CANCELS_MAX)
-            w->early_cancels[w->num_early_cancels++] = strdup(id);
+        if (seq > s->finished_seq)
+            s->cancel_seq = seq;
         pthread_mutex_unlock(&w->lock);
         return;
     }
@@ -811,6 +811,9 @@ static int handle_control(worker *w, json_t *msg, PyThreadState **ts) {
 
 static void post_job(worker *w, wslot *s, json_t *msg) {
     pthread_mutex_lock(&w->lock);
+    unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(msg, "seq"));
+    if (seq > s->seen_seq)
+        s->seen_seq = seq;
     if (s->job || s->running || s->poisoned) {
         pthread_mutex_unlock(&w->lock);
         worker_log(w, "warn", "predict for a busy slot ignored", 0);
@@ -874,8 +877,17 @@ static void control_loop(worker *w, PyThreadState **ts) {
                 if (stop)
                     goto done;
             }
-            if (rc < 0 && i == 0)
-                goto done;
+            if (rc < 0) {
+                if (i == 0)
+                    goto done;
+                /* a broken frame on a slot: that slot is done for (SPEC 7.9) */
+                wslot *bad = &w->slots[i - 1];
+                bad->fd = -1;
+                bad->poisoned = 1;
+                char text[300];
+                snprintf(text, sizeof text, "Slot socket error: %s", err);
+                send_control(w, json_pack("{s:s, s:s, s:s}", "type", "failed", "slot", bad->id, "error", text), 0);
+            }
         }
     }
 done:
@@ -1016,8 +1028,6 @@ static void worker_free(worker *w) {
         frame_decoder_free(&s->dec);
         pthread_mutex_destroy(&s->write_lock);
     }
-    for (int i = 0; i < w->num_early_cancels; i++)
-        free(w->early_cancels[i]);
     free(w->slots);
     Py_XDECREF(w->runtime);
     Py_XDECREF(w->pred);
@@ -1063,11 +1073,13 @@ PyObject *coglet_run_worker(PyObject *module) {
 
     /* Ctrl-C reaches the whole process group; the parent decides what it means. */
     PyObject *sig = PyImport_ImportModule("signal");
-    if (sig) {
-        PyObject *r = PyObject_CallMethod(sig, "signal", "iO", SIGINT, PyObject_GetAttrString(sig, "SIG_IGN"));
+    PyObject *ign = sig ? PyObject_GetAttrString(sig, "SIG_IGN") : NULL;
+    if (ign) {
+        PyObject *r = PyObject_CallMethod(sig, "signal", "iO", SIGINT, ign);
         Py_XDECREF(r);
-        Py_DECREF(sig);
     }
+    Py_XDECREF(ign);
+    Py_XDECREF(sig);
     PyErr_Clear();
     if (install_writers() < 0)
         return NULL;

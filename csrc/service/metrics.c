@@ -43,7 +43,7 @@ int metrics_merge(json_t *metrics, const char *name, json_t *value, const char *
         else
             json_object_set(node, seg, value);
     } else if (!strcmp(mode, "increment")) {
-        if (!cur)
+        if (!cur && json_is_number(value))
             cur = json_integer(0), json_object_set_new(node, seg, cur);
         if (json_is_number(cur) && json_is_number(value)) {
             if (json_is_integer(cur) && json_is_integer(value)) {

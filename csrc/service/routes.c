@@ -232,6 +232,21 @@ failed:
 
 /* ---- create ---- */
 
+/* A sync client that leaves cancels its prediction (SPEC 3.16). */
+static void sync_abort(response *res) {
+    prediction *p = res->p;
+    p->sync_res = NULL;
+    free(res);
+    if (p->in_registry) {
+        log_event(LOG_INFO, TARGET, json_pack("{s:s}", "prediction_id", p->id),
+                  "client disconnected; cancelling prediction");
+        service_cancel(p->svc, p->id);
+    }
+    prediction_unref(p);
+}
+
+static const response_ops sync_ops = {.abort = sync_abort};
+
 static void generate_id(char *out, size_t outlen) {
     static uint64_t last;
     uint64_t ns = now_realtime_ns();
@@ -299,6 +314,10 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
                 http_respond_json(conn, 406, no_stream_body);
                 return;
             }
+            if (sse) {
+                sse_subscribe(svc, existing, conn);
+                return;
+            }
             respond_json_value(conn, 202, prediction_state_json(existing, 1), JSON_OUT);
             return;
         }
@@ -317,7 +336,9 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
     if (svc->health != HEALTH_READY || svc->shutting_down) {
         json_decref(input);
         json_decref(body);
-        if (svc->health == HEALTH_DEFUNCT)
+        if (svc->shutting_down)
+            http_respond_json(conn, 503, "{\"error\":\"Server is shutting down\",\"status\":\"failed\"}");
+        else if (svc->health == HEALTH_DEFUNCT)
             http_respond_json(conn, 503,
                               "{\"error\":\"Worker crashed; restart the server to serve predictions again\","
                               "\"status\":\"failed\"}");
@@ -351,10 +372,37 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
     if (json_is_object(ctx))
         json_object_update(p->context, ctx);
     json_decref(body);
+    const char *hook = json_string_value(json_object_get(body, "webhook"));
+    if (hook && svc->client_open) {
+        unsigned events = webhook_parse_filter(json_object_get(body, "webhook_events_filter"));
+        if (events)
+            p->wh = webhook_new(&svc->client, &svc->webhook_settings, hook, events,
+                                http_request_header(req, "traceparent"), http_request_header(req, "tracestate"));
+    }
+    json_decref(body);
     int async = !sse && wants_async(req);
-    if (!async) {
-        p->sync_conn = conn;
-        conn->app_data = p;
+    if (sse) {
+        /* subscribed before dispatch: the stream begins with `start` */
+        p->created_sse = 1;
+        p->record_events = 1;
+        if (sse_subscribe(svc, p, conn) != 0) {
+            orchestrator_release_slot(&svc->orch, s);
+            prediction_unref(p);
+            return;
+        }
+    } else if (!async) {
+        response *res = calloc(1, sizeof *res);
+        if (!res) {
+            orchestrator_release_slot(&svc->orch, s);
+            prediction_unref(p);
+            http_respond_json(conn, 500, "{\"error\":\"out of memory\"}");
+            return;
+        }
+        res->ops = &sync_ops;
+        res->conn = conn;
+        res->p = p;
+        p->sync_res = res;
+        conn->app_data = res;
         prediction_ref(p);
     }
     service_dispatch(svc, p, s);
@@ -487,19 +535,10 @@ static void on_request(http_conn *conn, http_request *req) {
 }
 
 static void on_abort(http_conn *conn) {
-    prediction *p = conn->app_data;
-    if (!p)
-        return;
+    response *res = conn->app_data;
     conn->app_data = NULL;
-    p->sync_conn = NULL;
-    service *svc = p->svc;
-    /* A sync client that leaves cancels its prediction (SPEC 3.16). */
-    if (p->in_registry) {
-        log_event(LOG_INFO, TARGET, json_pack("{s:s}", "prediction_id", p->id),
-                  "client disconnected; cancelling prediction");
-        service_cancel(svc, p->id);
-    }
-    prediction_unref(p);
+    if (res)
+        res->ops->abort(res);
 }
 
 const http_app_ops service_http_ops = {

@@ -38,6 +38,8 @@ prediction *prediction_new(service *svc, const char *id, int is_training) {
     p->metrics = json_object();
     p->context = json_object();
     buf_init(&p->logs, PRED_LOGS_MAX);
+    p->record_events = svc->streaming;
+    sse_ring_init(&p->history, svc->cfg.stream_history);
     p->started = now_monotonic();
     if (!p->id || !p->outputs || !p->metrics || !p->context) {
         prediction_unref(p);
@@ -51,6 +53,9 @@ void prediction_ref(prediction *p) { p->refs++; }
 void prediction_unref(prediction *p) {
     if (--p->refs > 0)
         return;
+    if (p->wh)
+        webhook_free(p->wh);
+    sse_ring_free(&p->history);
     free(p->id);
     json_decref(p->input);
     json_decref(p->context);
@@ -140,6 +145,30 @@ void service_unregister(service *svc, prediction *p) {
 
 static void maybe_finish_shutdown(service *svc);
 
+static void pending_wh_add(service *svc, webhook *wh) {
+    if (svc->num_pending_wh == svc->cap_pending_wh) {
+        int cap = svc->cap_pending_wh ? svc->cap_pending_wh * 2 : 16;
+        webhook **n = realloc(svc->pending_wh, (size_t)cap * sizeof *n);
+        if (!n)
+            return;
+        svc->pending_wh = n;
+        svc->cap_pending_wh = cap;
+    }
+    svc->pending_wh[svc->num_pending_wh++] = wh;
+}
+
+static void webhook_done(void *ctx, webhook *wh) {
+    service *svc = ctx;
+    for (int i = 0; i < svc->num_pending_wh; i++) {
+        if (svc->pending_wh[i] == wh) {
+            svc->pending_wh[i] = svc->pending_wh[--svc->num_pending_wh];
+            break;
+        }
+    }
+    svc->pending_webhooks--;
+    maybe_finish_shutdown(svc);
+}
+
 void service_finish(service *svc, prediction *p, pred_status status, const char *error) {
     if (is_terminal(p->status))
         return; /* a terminal status never changes */
@@ -167,21 +196,33 @@ void service_finish(service *svc, prediction *p, pred_status status, const char 
         json_object_set_new(fields, "error", json_string(p->error ? p->error : ""));
     log_event(status == PRED_FAILED ? LOG_WARN : LOG_INFO, "coglet::prediction", fields, "Prediction %s",
               pred_status_name(status));
+    json_t *state = prediction_state_json(p, 0);
+    prediction_emit(p, "completed", state);
+    if (p->wh) {
+        webhook *wh = p->wh;
+        p->wh = NULL;
+        svc->pending_webhooks++;
+        pending_wh_add(svc, wh);
+        webhook_completed(wh, state, webhook_done, svc);
+    }
+    json_decref(state);
     service_unregister(svc, p);
-    if (p->sync_conn) {
-        http_conn *conn = p->sync_conn;
-        p->sync_conn = NULL;
+    if (p->sync_res) {
+        response *res = p->sync_res;
+        http_conn *conn = res->conn;
+        p->sync_res = NULL;
         conn->app_data = NULL;
+        free(res);
         json_t *body = prediction_sync_json(p);
-        char *s = json_out_string(body, JSON_OUT_SORTED);
+        char *text = json_out_string(body, JSON_OUT_SORTED);
         json_decref(body);
-        if (s) {
-            http_respond_json(conn, 200, s);
-            free(s);
+        if (text) {
+            http_respond_json(conn, 200, text);
+            free(text);
         } else {
             http_respond_json(conn, 500, "{\"error\":\"failed to encode response\"}");
         }
-        prediction_unref(p); /* the connection's reference */
+        prediction_unref(p); /* the waiter's reference */
     }
     prediction_unref(p);
     maybe_finish_shutdown(svc);
@@ -190,11 +231,22 @@ void service_finish(service *svc, prediction *p, pred_status status, const char 
 void service_dispatch(service *svc, prediction *p, slot *s) {
     service_register(svc, p);
     p->status = PRED_PROCESSING;
+    json_t *start = json_pack("{s:s, s:s}", "id", p->id, "status", "processing");
+    prediction_emit(p, "start", start);
+    json_decref(start);
+    if (p->wh) {
+        json_t *state = prediction_state_json(p, 0);
+        webhook_event(p->wh, WEBHOOK_START, state);
+        json_decref(state);
+    }
     p->slot = s;
     s->prediction = p;
     prediction_ref(p); /* the slot's */
-    json_t *msg = json_pack("{s:s, s:s, s:O, s:O}", "type", "predict", "id", p->id, "input",
-                            p->input ? p->input : json_object(), "context", p->context);
+    if (!p->input)
+        p->input = json_object();
+    p->seq = ++s->seq;
+    json_t *msg = json_pack("{s:s, s:s, s:I, s:O, s:O}", "type", "predict", "id", p->id, "seq", (json_int_t)p->seq,
+                            "input", p->input, "context", p->context);
     if (!msg) {
         service_finish(svc, p, PRED_FAILED, "Failed to send request: cannot encode the request");
         return;
@@ -218,11 +270,6 @@ void service_dispatch(service *svc, prediction *p, slot *s) {
         prediction_unref(p);
         return;
     }
-    if (p->cancel_requested) {
-        json_t *c = json_pack("{s:s, s:s, s:s}", "type", "cancel", "slot", s->id, "id", p->id);
-        orchestrator_send_control(&svc->orch, c);
-        json_decref(c);
-    }
 }
 
 int service_cancel(service *svc, const char *id) {
@@ -231,8 +278,10 @@ int service_cancel(service *svc, const char *id) {
         return -1;
     p->cancel_requested = 1;
     if (p->slot) {
-        /* The worker remembers a cancel for an id it has not started yet. */
-        json_t *c = json_pack("{s:s, s:s, s:s}", "type", "cancel", "slot", p->slot->id, "id", p->id);
+        /* seq names this dispatch: the worker applies a cancel that overtook its predict
+         * frame when the frame arrives, and drops one for a prediction already over. */
+        json_t *c = json_pack("{s:s, s:s, s:s, s:I}", "type", "cancel", "slot", p->slot->id, "id", p->id, "seq",
+                              (json_int_t)p->seq);
         orchestrator_send_control(&svc->orch, c);
         json_decref(c);
     }
@@ -351,6 +400,16 @@ static void on_slot_message(void *app, slot *s, json_t *msg) {
         }
         if (buf_append(&p->logs, data, len) != BUF_OK)
             log_warn(TARGET, "prediction %s: logs over %zu bytes; dropping", p->id, (size_t)PRED_LOGS_MAX);
+        const char *source = json_string_value(json_object_get(msg, "source"));
+        json_t *ev = json_pack("{s:O, s:s}", "data", json_object_get(msg, "data"), "source",
+                               source ? source : "stdout");
+        prediction_emit(p, "log", ev);
+        json_decref(ev);
+        if (p->wh) {
+            json_t *state = prediction_state_json(p, 0);
+            webhook_event(p->wh, WEBHOOK_LOGS, state);
+            json_decref(state);
+        }
         char *line = strndup(data, len && data[len - 1] == '\n' ? len - 1 : len);
         if (line) {
             log_event_str(LOG_INFO, "coglet::prediction", json_pack("{s:s}", "prediction_id", p->id), line);
@@ -367,7 +426,23 @@ static void on_slot_message(void *app, slot *s, json_t *msg) {
     if (!strcmp(type, "output_chunk")) {
         json_t *out = json_object_get(msg, "output");
         json_array_append(p->outputs, out ? out : json_null());
+        json_t *ev = json_pack("{s:O, s:I}", "chunk", out ? out : json_null(), "index",
+                               json_integer_value(json_object_get(msg, "index")));
+        prediction_emit(p, "output", ev);
+        json_decref(ev);
+        if (p->wh) {
+            json_t *state = prediction_state_json(p, 0);
+            webhook_event(p->wh, WEBHOOK_OUTPUT, state);
+            json_decref(state);
+        }
     } else if (!strcmp(type, "metric")) {
+        const char *mode = json_string_value(json_object_get(msg, "mode"));
+        const char *name = json_string_value(json_object_get(msg, "name"));
+        json_t *value = json_object_get(msg, "value");
+        json_t *ev = json_pack("{s:s, s:s, s:O}", "mode", mode ? mode : "replace", "name", name ? name : "", "value",
+                               value ? value : json_null());
+        prediction_emit(p, "metric", ev);
+        json_decref(ev);
         metrics_merge(p->metrics, json_string_value(json_object_get(msg, "name")), json_object_get(msg, "value"),
                       json_string_value(json_object_get(msg, "mode")));
     } else if (!strcmp(type, "done")) {
@@ -438,6 +513,8 @@ const orchestrator_ops service_orchestrator_ops = {
 
 /* ---- start and stop ---- */
 
+static void on_keepalive(uv_timer_t *t) { sse_keepalive_tick(t->data); }
+
 int service_start(service *svc, uv_loop_t *loop, const service_config *cfg) {
     svc->loop = loop;
     svc->cfg = *cfg;
@@ -449,6 +526,15 @@ int service_start(service *svc, uv_loop_t *loop, const service_config *cfg) {
     if (rc)
         return rc;
     log_info("coglet::transport::http::server", "Starting coglet server on %s", svc->bound);
+    webhook_settings_from_env(&svc->webhook_settings);
+    if (http_client_init(&svc->client, loop) == 0)
+        svc->client_open = 1;
+    uv_timer_init(loop, &svc->keepalive_timer);
+    uv_timer_init(loop, &svc->grace_timer);
+    svc->keepalive_timer.data = svc->grace_timer.data = svc;
+    svc->timers_open = 2;
+    uv_timer_start(&svc->keepalive_timer, on_keepalive, 5000, 5000);
+    uv_unref((uv_handle_t *)&svc->keepalive_timer);
     if (!cfg->predictor_ref) {
         log_info(TARGET, "No predictor specified, serving health endpoints only");
         free(log_capture_take());
@@ -468,7 +554,7 @@ int service_start(service *svc, uv_loop_t *loop, const service_config *cfg) {
     if (rc) {
         char err[512];
         snprintf(err, sizeof err, "failed to spawn worker: spawner failed: failed to spawn process: %s (os error %d)",
-                 uv_strerror(rc), -rc);
+                 strerror(-rc), -rc);
         on_setup_failed(svc, err);
     }
     return 0;
@@ -485,15 +571,90 @@ static void on_orch_closed(orchestrator *orch) {
     maybe_finish_shutdown(svc);
 }
 
-/* Shutdown ends once no request is pending: then the worker is told and the loop left. */
+static void on_client_closed(http_client *client) {
+    service *svc = container_of(client, service, client);
+    svc->client_open = 0;
+    maybe_finish_shutdown(svc);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+    service *svc = h->data;
+    if (--svc->timers_open == 0)
+        maybe_finish_shutdown(svc);
+}
+
+static void force_phase(service *svc) {
+    /* grace is over and cancels had their chance: fail what is left, drop deliveries */
+    prediction *p;
+    while ((p = svc->registry) != NULL) {
+        prediction_ref(p);
+        if (p->slot) {
+            p->slot->prediction = NULL;
+            orchestrator_poison(&svc->orch, p->slot);
+            p->slot = NULL;
+            prediction_unref(p);
+        }
+        service_finish(svc, p, PRED_FAILED, "server shut down before the prediction finished");
+        prediction_unref(p);
+    }
+    while (svc->num_pending_wh > 0) {
+        webhook *wh = svc->pending_wh[svc->num_pending_wh - 1];
+        log_warn(TARGET, "shutdown: abandoning a terminal webhook still being retried");
+        webhook_free(wh); /* no done callback: forget it here */
+        svc->num_pending_wh--;
+        svc->pending_webhooks--;
+    }
+}
+
+static void on_grace_timer(uv_timer_t *t) {
+    service *svc = t->data;
+    if (!svc->grace_expired) {
+        svc->grace_expired = 1;
+        if (svc->num_inflight > 0)
+            log_warn(TARGET, "shutdown grace period over: cancelling %d running prediction(s)", svc->num_inflight);
+        for (prediction *p = svc->registry; p; p = p->next)
+            service_cancel(svc, p->id);
+        /* cancels get a few seconds to land before the hard stop */
+        uv_timer_start(&svc->grace_timer, on_grace_timer, 5000, 0);
+        maybe_finish_shutdown(svc);
+        return;
+    }
+    svc->forced = 1;
+    force_phase(svc);
+    maybe_finish_shutdown(svc);
+}
+
+/* Shutdown, in order: accepted predictions end (cancelled after the grace period) and
+ * their terminal webhooks get their attempts; then connections close, the worker is told,
+ * libcurl and the timers close, and the loop is left. */
 static void maybe_finish_shutdown(service *svc) {
     if (!svc->shutting_down || svc->stopped)
         return;
+    if (!svc->forced && (svc->num_inflight > 0 || svc->pending_webhooks > 0))
+        return;
+    if (!svc->closing) {
+        svc->closing = 1;
+        http_server_stop_listening(&svc->http);
+        http_server_close_idle(&svc->http);
+    }
     if (svc->http.num_conns > 0 || svc->http.listening)
         return;
     if (svc->orch_started) {
         if (!svc->orch.closing)
             orchestrator_close(&svc->orch, on_orch_closed);
+        return;
+    }
+    if (svc->client_open) {
+        if (!svc->client.closing)
+            http_client_close(&svc->client, on_client_closed);
+        return;
+    }
+    if (svc->timers_open > 0) {
+        if (!svc->timers_closing) {
+            svc->timers_closing = 1;
+            uv_close((uv_handle_t *)&svc->keepalive_timer, on_timer_closed);
+            uv_close((uv_handle_t *)&svc->grace_timer, on_timer_closed);
+        }
         return;
     }
     svc->stopped = 1;
@@ -504,18 +665,40 @@ static void maybe_finish_shutdown(service *svc) {
     svc->setup_logs = NULL;
     free(svc->user_healthcheck_error);
     svc->user_healthcheck_error = NULL;
+    free(svc->pending_wh);
+    svc->pending_wh = NULL;
     if (svc->on_stopped)
         svc->on_stopped(svc);
 }
 
 void service_begin_shutdown(service *svc, const char *why) {
-    if (svc->shutting_down)
+    if (svc->shutting_down) {
         return;
+    }
     svc->shutting_down = 1;
     if (why)
         log_info(TARGET, "%s", why);
     svc->http.on_drained = on_http_drained;
-    http_server_stop_listening(&svc->http);
+    /* Idle keep-alive connections go now, busy ones after their response; new create
+     * requests meanwhile get 503. */
     http_server_close_idle(&svc->http);
+    if (svc->num_inflight > 0 || svc->pending_webhooks > 0)
+        log_event(LOG_INFO, TARGET,
+                  json_pack("{s:i, s:i, s:f}", "in_flight", svc->num_inflight, "webhooks", svc->pending_webhooks,
+                            "grace_seconds", svc->cfg.shutdown_grace),
+                  "waiting for accepted predictions and their webhooks");
+    uv_timer_start(&svc->grace_timer, on_grace_timer, (uint64_t)(svc->cfg.shutdown_grace * 1000), 0);
+    maybe_finish_shutdown(svc);
+}
+
+void service_force_shutdown(service *svc) {
+    if (!svc->shutting_down)
+        service_begin_shutdown(svc, NULL);
+    svc->grace_expired = 1;
+    svc->forced = 1;
+    for (prediction *p = svc->registry; p; p = p->next)
+        service_cancel(svc, p->id);
+    force_phase(svc);
+    http_server_close_all(&svc->http);
     maybe_finish_shutdown(svc);
 }

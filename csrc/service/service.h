@@ -10,6 +10,8 @@
 #include "common/buf.h"
 #include "http/http.h"
 #include "orchestrator/orchestrator.h"
+#include "webhook/client.h"
+#include "webhook/webhook.h"
 
 typedef enum { HEALTH_UNKNOWN, HEALTH_STARTING, HEALTH_READY, HEALTH_SETUP_FAILED, HEALTH_DEFUNCT } health_state;
 
@@ -18,8 +20,39 @@ typedef enum { PRED_STARTING, PRED_PROCESSING, PRED_SUCCEEDED, PRED_FAILED, PRED
 #define PRED_LOGS_MAX ((size_t)256 << 20)
 
 typedef struct service service;
+typedef struct prediction prediction;
 
-typedef struct prediction {
+/* What holds an http_conn while a request is pending: a sync waiter or an SSE stream.
+ * conn->app_data points at one; the HTTP layer's abort reaches it through ops. */
+typedef struct response response;
+typedef struct response_ops {
+    void (*abort)(response *res); /* client went away */
+} response_ops;
+struct response {
+    const response_ops *ops;
+    http_conn *conn;
+    prediction *p;
+};
+
+/* SSE replay buffer: the most recent `cap` events, each a whole "event: ..\ndata: ..\n\n". */
+typedef struct sse_event {
+    char *text;
+    size_t len;
+} sse_event;
+
+typedef struct event_ring {
+    sse_event *events;
+    size_t cap, start, count;
+    unsigned long long evicted;
+} event_ring;
+
+typedef struct sse_sub {
+    response super;
+    struct sse_sub *next;
+    double last_write;
+} sse_sub;
+
+struct prediction {
     int refs;
     service *svc;
     char *id;
@@ -35,12 +68,19 @@ typedef struct prediction {
     double started;  /* monotonic, at registration */
     double predict_time_s; /* set at the terminal transition */
     int cancel_requested;
+    unsigned long long seq; /* the slot's dispatch number */
     int is_stream;
     slot *slot;           /* while the worker runs it */
-    http_conn *sync_conn; /* a sync client waiting for the terminal state */
+    response *sync_res;   /* a sync client waiting for the terminal state */
+    webhook *wh;
+    int created_sse;      /* canceled when its last SSE subscriber leaves */
+    int record_events;    /* the model streams: keep SSE history */
+    event_ring history;
+    sse_sub *subs;
+    int num_subs;
     struct prediction *next; /* registry */
     int in_registry;
-} prediction;
+};
 
 typedef struct service_config {
     const char *predictor_ref; /* NULL: health-only mode */
@@ -54,6 +94,8 @@ typedef struct service_config {
     double setup_timeout;
     const char *python_sdk_version; /* NULL when unknown */
     const char *python_version;
+    double shutdown_grace; /* COG_SHUTDOWN_GRACE, seconds */
+    size_t stream_history;  /* COG_STREAM_HISTORY_CAPACITY */
 } service_config;
 
 struct service {
@@ -75,6 +117,19 @@ struct service {
     char *user_healthcheck_error;
     prediction *registry;
     int num_inflight;
+    http_client client; /* webhooks and uploads */
+    int client_open;
+    webhook_settings webhook_settings;
+    int pending_webhooks; /* terminal deliveries in progress */
+    webhook **pending_wh;
+    int num_pending_wh, cap_pending_wh;
+    uv_timer_t keepalive_timer; /* SSE keep-alive comments */
+    uv_timer_t grace_timer;     /* shutdown: cancel what is still running */
+    int timers_open;
+    int grace_expired;
+    int forced;
+    int closing;
+    int timers_closing;
     int shutting_down;
     int stopped;
     void (*on_stopped)(service *svc);
@@ -85,6 +140,8 @@ struct service {
 int service_start(service *svc, uv_loop_t *loop, const service_config *cfg);
 /* Graceful stop: no new connections, in-flight requests end, worker told to shut down. */
 void service_begin_shutdown(service *svc, const char *why);
+/* A second signal: cancel everything and close now. */
+void service_force_shutdown(service *svc);
 
 /* predictions */
 prediction *prediction_new(service *svc, const char *id, int is_training);
@@ -100,6 +157,16 @@ void service_unregister(service *svc, prediction *p);
 void service_dispatch(service *svc, prediction *p, slot *s);
 void service_finish(service *svc, prediction *p, pred_status status, const char *error);
 int service_cancel(service *svc, const char *id);
+
+/* sse.c */
+void sse_ring_init(event_ring *ring, size_t cap);
+void sse_ring_free(event_ring *ring);
+/* Records and broadcasts one event; `completed` ends every stream. data is borrowed. */
+void prediction_emit(prediction *p, const char *event, const json_t *data);
+/* Attaches conn as a subscriber (replay first). 0, or an HTTP status already sent. */
+int sse_subscribe(service *svc, prediction *p, http_conn *conn);
+void sse_keepalive_tick(service *svc);
+void sse_close_all(prediction *p);
 
 /* routes.c */
 extern const http_app_ops service_http_ops;

@@ -1,0 +1,298 @@
+/* webhook/client.c: libcurl multi on libuv, after curl's docs/examples/multi-uv.c: one
+ * uv_poll_t per socket (CURLMOPT_SOCKETFUNCTION), one timer (CURLMOPT_TIMERFUNCTION).
+ * Differences from the example: poll errors reach curl as CURL_CSELECT_ERR, finished
+ * transfers are drained after every action (timer-driven ones included), and cleanup
+ * runs curl_multi_cleanup while our callbacks are still alive. */
+#include "webhook/client.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+#define TARGET "coglet::webhook"
+
+struct client_request {
+    http_client *client;
+    client_request *next, *prev; /* the client's active list */
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body;
+    char *location;
+    client_done_cb cb;
+    void *ctx;
+    char error[CURL_ERROR_SIZE];
+};
+
+typedef struct socket_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    http_client *client;
+} socket_ctx;
+
+static void unlink_request(http_client *client, client_request *req) {
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        client->active = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
+    client->num_active--;
+}
+
+static void free_request(client_request *req) {
+    curl_easy_cleanup(req->easy);
+    curl_slist_free_all(req->headers);
+    free(req->body);
+    free(req->location);
+    free(req);
+}
+
+static void check_done(http_client *client) {
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(client->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode code = msg->data.result;
+        client_request *req = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
+        client_result res = {0};
+        res.code = code;
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res.status);
+        char *eff = NULL;
+        curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &eff);
+        res.effective_url = eff;
+        res.location = req->location;
+        if (code != CURLE_OK)
+            res.error = req->error[0] ? req->error : curl_easy_strerror(code);
+        curl_multi_remove_handle(client->multi, easy);
+        unlink_request(client, req);
+        if (req->cb)
+            req->cb(req->ctx, &res);
+        free_request(req);
+    }
+    if (client->num_active == 0 && client->on_idle)
+        client->on_idle(client);
+}
+
+static void on_poll(uv_poll_t *poll, int status, int events) {
+    socket_ctx *sc = container_of(poll, socket_ctx, poll);
+    http_client *client = sc->client;
+    int flags = 0;
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    else {
+        if (events & UV_READABLE)
+            flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE)
+            flags |= CURL_CSELECT_OUT;
+    }
+    int running;
+    curl_multi_socket_action(client->multi, sc->fd, flags, &running);
+    check_done(client);
+}
+
+static void on_timeout(uv_timer_t *timer) {
+    http_client *client = container_of(timer, http_client, timer);
+    int running;
+    curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(client); /* always: a transfer may end on its own timeout */
+}
+
+static int start_timeout(CURLM *multi, long timeout_ms, void *userp) {
+    (void)multi;
+    http_client *client = userp;
+    if (timeout_ms < 0) {
+        uv_timer_stop(&client->timer);
+    } else {
+        if (timeout_ms == 0)
+            timeout_ms = 1; /* never re-enter curl from its own callback */
+        uv_timer_start(&client->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    }
+    return 0;
+}
+
+static void on_socket_closed(uv_handle_t *handle) {
+    socket_ctx *sc = container_of(handle, socket_ctx, poll);
+    free(sc);
+}
+
+static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp) {
+    (void)easy;
+    http_client *client = userp;
+    socket_ctx *sc = socketp;
+    if (action == CURL_POLL_REMOVE) {
+        if (sc) {
+            uv_poll_stop(&sc->poll);
+            uv_close((uv_handle_t *)&sc->poll, on_socket_closed);
+            curl_multi_assign(client->multi, s, NULL);
+        }
+        return 0;
+    }
+    if (!sc) {
+        sc = calloc(1, sizeof *sc);
+        if (!sc)
+            return -1;
+        sc->fd = s;
+        sc->client = client;
+        if (uv_poll_init_socket(client->loop, &sc->poll, s) != 0) {
+            free(sc);
+            return -1;
+        }
+        curl_multi_assign(client->multi, s, sc);
+    }
+    int events = 0;
+    if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
+        events |= UV_READABLE;
+    if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
+        events |= UV_WRITABLE;
+    uv_poll_start(&sc->poll, events, on_poll);
+    return 0;
+}
+
+int http_client_init(http_client *client, uv_loop_t *loop) {
+    static int global_done;
+    if (!global_done) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        global_done = 1;
+    }
+    memset(client, 0, sizeof *client);
+    client->loop = loop;
+    client->multi = curl_multi_init();
+    if (!client->multi)
+        return UV_ENOMEM;
+    int rc = uv_timer_init(loop, &client->timer);
+    if (rc) {
+        curl_multi_cleanup(client->multi);
+        client->multi = NULL;
+        return rc;
+    }
+    client->timer_open = 1;
+    curl_multi_setopt(client->multi, CURLMOPT_SOCKETFUNCTION, handle_socket);
+    curl_multi_setopt(client->multi, CURLMOPT_SOCKETDATA, client);
+    curl_multi_setopt(client->multi, CURLMOPT_TIMERFUNCTION, start_timeout);
+    curl_multi_setopt(client->multi, CURLMOPT_TIMERDATA, client);
+    return 0;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *userp) {
+    client_request *req = userp;
+    size_t len = size * n;
+    if (len > 9 && !strncasecmp(data, "location:", 9)) {
+        const char *v = data + 9;
+        size_t vlen = len - 9;
+        while (vlen && (*v == ' ' || *v == '\t'))
+            v++, vlen--;
+        while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+            vlen--;
+        free(req->location);
+        req->location = strndup(v, vlen);
+    } else if (len >= 5 && !strncmp(data, "HTTP/", 5)) {
+        /* a new response (after a redirect): forget the previous one's Location */
+        free(req->location);
+        req->location = NULL;
+    }
+    return len;
+}
+
+static size_t discard_body(char *data, size_t size, size_t n, void *userp) {
+    (void)data, (void)userp;
+    return size * n;
+}
+
+client_request *http_client_start(http_client *client, const client_request_opts *opts, client_done_cb cb, void *ctx) {
+    if (client->closing)
+        return NULL;
+    client_request *req = calloc(1, sizeof *req);
+    if (!req)
+        return NULL;
+    req->client = client;
+    req->cb = cb;
+    req->ctx = ctx;
+    req->easy = curl_easy_init();
+    if (!req->easy)
+        goto failed;
+    CURL *e = req->easy;
+    for (const char *const *h = opts->headers; h && *h; h++) {
+        struct curl_slist *n = curl_slist_append(req->headers, *h);
+        if (!n)
+            goto failed;
+        req->headers = n;
+    }
+    curl_easy_setopt(e, CURLOPT_URL, opts->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, req);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->error);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, opts->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    if (opts->upload) {
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(e, CURLOPT_READDATA, opts->upload);
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, opts->upload_len);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, opts->method);
+    } else {
+        req->body = malloc(opts->body_len + 1);
+        if (!req->body)
+            goto failed;
+        if (opts->body_len)
+            memcpy(req->body, opts->body, opts->body_len);
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)opts->body_len);
+        if (strcmp(opts->method, "POST"))
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, opts->method);
+    }
+    if (curl_multi_add_handle(client->multi, e) != CURLM_OK)
+        goto failed;
+    client->num_active++;
+    req->next = client->active;
+    if (client->active)
+        client->active->prev = req;
+    client->active = req;
+    return req;
+failed:
+    if (req->easy)
+        curl_easy_cleanup(req->easy);
+    curl_slist_free_all(req->headers);
+    free(req->body);
+    free(req);
+    return NULL;
+}
+
+void http_client_abort(http_client *client, client_request *req) {
+    curl_multi_remove_handle(client->multi, req->easy);
+    unlink_request(client, req);
+    free_request(req);
+}
+
+static void on_timer_closed(uv_handle_t *handle) {
+    http_client *client = container_of(handle, http_client, timer);
+    void (*cb)(http_client *) = client->on_closed;
+    client->on_closed = NULL;
+    if (cb)
+        cb(client);
+}
+
+void http_client_close(http_client *client, void (*on_closed)(http_client *client)) {
+    client->closing = 1;
+    client->on_closed = on_closed;
+    client->on_idle = NULL;
+    /* easy handles first, then the multi with our socket callback still live */
+    while (client->active)
+        http_client_abort(client, client->active);
+    curl_multi_cleanup(client->multi);
+    client->multi = NULL;
+    client->timer_open = 0;
+    uv_close((uv_handle_t *)&client->timer, on_timer_closed);
+}

@@ -1,0 +1,54 @@
+/* webhook/client.h: outgoing HTTP on libcurl's multi interface, driven by the libuv loop
+ * (no thread per request). Webhooks and output uploads both go through here. */
+#ifndef COGLET_CLIENT_H
+#define COGLET_CLIENT_H
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <uv.h>
+
+typedef struct client_request client_request;
+
+typedef struct http_client {
+    uv_loop_t *loop;
+    client_request *active;
+    CURLM *multi;
+    uv_timer_t timer;
+    int timer_open;
+    int num_active;
+    int closing;
+    void (*on_closed)(struct http_client *client);
+    void (*on_idle)(struct http_client *client); /* after the last transfer ends */
+} http_client;
+
+typedef struct client_result {
+    long status;          /* HTTP status, 0 when no response */
+    CURLcode code;        /* CURLE_OK when a response arrived */
+    const char *error;    /* transport error text, NULL when code == CURLE_OK */
+    const char *location; /* Location header, or NULL */
+    const char *effective_url;
+} client_result;
+
+/* Called once per started request, unless it was aborted. */
+typedef void (*client_done_cb)(void *ctx, const client_result *result);
+
+typedef struct client_request_opts {
+    const char *method; /* "POST", "PUT" */
+    const char *url;
+    const char *const *headers; /* NULL-terminated "Name: value" lines */
+    const char *body;           /* copied */
+    size_t body_len;
+    FILE *upload;               /* streamed body instead of `body` (not closed by us) */
+    curl_off_t upload_len;
+    long timeout_ms;
+} client_request_opts;
+
+int http_client_init(http_client *client, uv_loop_t *loop);
+/* NULL when the request could not even be set up (then cb is never called). */
+client_request *http_client_start(http_client *client, const client_request_opts *opts, client_done_cb cb, void *ctx);
+/* Stops a request; its callback is not called. */
+void http_client_abort(http_client *client, client_request *req);
+/* Aborts what is left and closes; on_closed when every handle is gone. */
+void http_client_close(http_client *client, void (*on_closed)(http_client *client));
+
+#endif

@@ -1,0 +1,250 @@
+/* webhook/webhook.c: throttling, headers and the terminal retry series (SPEC 4.2):
+ * 2xx = delivered; 429/500/502/503/504 or a transport error = retry after
+ * base * 2^min(n,10); any other status = give up. */
+#include "webhook/webhook.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/json_out.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define TARGET "coglet::webhook"
+#define MAX_HEADERS 8
+
+struct webhook {
+    http_client *client;
+    webhook_settings settings;
+    char *url;
+    unsigned events;
+    char *headers[MAX_HEADERS + 1];
+    double last_sent; /* monotonic; starts 10 s in the past */
+    /* terminal */
+    char *body;
+    size_t body_len;
+    int attempt;
+    uv_timer_t retry_timer;
+    int timer_open;
+    client_request *inflight;
+    int pending;
+    void (*done)(void *ctx, webhook *wh);
+    void *done_ctx;
+};
+
+static double env_double(const char *name, double fallback) {
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return fallback;
+    char *end;
+    double d = strtod(v, &end);
+    return *end ? fallback : d;
+}
+
+void webhook_settings_from_env(webhook_settings *s) {
+    double t = env_double("COG_THROTTLE_RESPONSE_INTERVAL", 0.5);
+    s->throttle_s = t < 0 ? 0 : (double)(long long)(t * 1000) / 1000.0; /* whole milliseconds */
+    s->retry_base_s = env_double("COGLET_WEBHOOK_RETRY_BASE", 0.1);
+    s->max_retries = 12;
+    s->timeout_ms = (long)(env_double("COGLET_WEBHOOK_TIMEOUT", 30.0) * 1000);
+}
+
+unsigned webhook_parse_filter(const json_t *filter) {
+    if (!json_is_array(filter))
+        return WEBHOOK_ALL;
+    unsigned bits = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(filter, i, e) {
+        const char *s = json_string_value(e);
+        if (!s)
+            continue;
+        if (!strcmp(s, "start"))
+            bits |= WEBHOOK_START;
+        else if (!strcmp(s, "output"))
+            bits |= WEBHOOK_OUTPUT;
+        else if (!strcmp(s, "logs"))
+            bits |= WEBHOOK_LOGS;
+        else if (!strcmp(s, "completed"))
+            bits |= WEBHOOK_COMPLETED;
+    }
+    return bits;
+}
+
+static char *header(const char *name, const char *value) {
+    size_t n = strlen(name) + strlen(value) + 3;
+    char *h = malloc(n);
+    if (h)
+        snprintf(h, n, "%s: %s", name, value);
+    return h;
+}
+
+webhook *webhook_new(http_client *client, const webhook_settings *settings, const char *url, unsigned events,
+                     const char *traceparent, const char *tracestate) {
+    webhook *wh = calloc(1, sizeof *wh);
+    if (!wh)
+        return NULL;
+    wh->client = client;
+    wh->settings = *settings;
+    wh->url = strdup(url);
+    wh->events = events;
+    wh->last_sent = now_monotonic() - 10.0;
+    int n = 0;
+    wh->headers[n++] = strdup("Content-Type: application/json");
+    wh->headers[n++] = strdup("User-Agent: coglet/" COGLET_VERSION);
+    wh->headers[n++] = strdup("Expect:"); /* no 100-continue round trip */
+    const char *token = getenv("WEBHOOK_AUTH_TOKEN");
+    if (token && *token) {
+        size_t len = strlen(token) + 8;
+        char *bearer = malloc(len);
+        if (bearer) {
+            snprintf(bearer, len, "Bearer %s", token);
+            wh->headers[n++] = header("Authorization", bearer);
+            free(bearer);
+        }
+    }
+    if (traceparent)
+        wh->headers[n++] = header("traceparent", traceparent);
+    if (tracestate)
+        wh->headers[n++] = header("tracestate", tracestate);
+    wh->headers[n] = NULL;
+    if (!wh->url) {
+        webhook_free(wh);
+        return NULL;
+    }
+    return wh;
+}
+
+static void send_once(webhook *wh, const char *body, size_t len, client_done_cb cb, void *ctx,
+                      client_request **out) {
+    client_request_opts opts = {
+        .method = "POST",
+        .url = wh->url,
+        .headers = (const char *const *)wh->headers,
+        .body = body,
+        .body_len = len,
+        .timeout_ms = wh->settings.timeout_ms,
+    };
+    client_request *req = http_client_start(wh->client, &opts, cb, ctx);
+    if (out)
+        *out = req;
+    if (!req && cb) {
+        client_result res = {.status = 0, .code = CURLE_FAILED_INIT, .error = "could not start request"};
+        cb(ctx, &res);
+    }
+}
+
+static void on_event_sent(void *ctx, const client_result *res) {
+    (void)ctx;
+    if (res->code != CURLE_OK)
+        log_debug(TARGET, "webhook event not delivered: %s", res->error);
+}
+
+void webhook_event(webhook *wh, unsigned event, const json_t *state) {
+    if (!(wh->events & event))
+        return;
+    double now = now_monotonic();
+    if ((event == WEBHOOK_START || event == WEBHOOK_LOGS) && now - wh->last_sent < wh->settings.throttle_s)
+        return; /* dropped, not delayed */
+    char *body = json_out_string(state, JSON_OUT_SORTED);
+    if (!body)
+        return;
+    wh->last_sent = now;
+    send_once(wh, body, strlen(body), on_event_sent, NULL, NULL);
+    free(body);
+}
+
+static void finish(webhook *wh) {
+    wh->pending = 0;
+    if (wh->done)
+        wh->done(wh->done_ctx, wh);
+    webhook_free(wh);
+}
+
+static void attempt_terminal(webhook *wh);
+
+static void on_retry_timer(uv_timer_t *t) {
+    webhook *wh = t->data;
+    attempt_terminal(wh);
+}
+
+static void on_terminal_sent(void *ctx, const client_result *res) {
+    webhook *wh = ctx;
+    wh->inflight = NULL;
+    long st = res->status;
+    if (res->code == CURLE_OK && st >= 200 && st < 300) {
+        log_debug(TARGET, "terminal webhook delivered (attempt %d)", wh->attempt);
+        finish(wh);
+        return;
+    }
+    int retryable = res->code != CURLE_OK || st == 429 || st == 500 || st == 502 || st == 503 || st == 504;
+    char what[300];
+    if (res->code != CURLE_OK)
+        snprintf(what, sizeof what, "%s", res->error ? res->error : "transport error");
+    else
+        snprintf(what, sizeof what, "HTTP %ld", st);
+    if (!retryable || wh->attempt > wh->settings.max_retries) {
+        log_event(LOG_WARN, TARGET, json_pack("{s:s, s:i}", "url", wh->url, "attempts", wh->attempt),
+                  "giving up on terminal webhook: %s", what);
+        finish(wh);
+        return;
+    }
+    int n = wh->attempt; /* retry n = 1..12 */
+    double delay = wh->settings.retry_base_s * (double)(1 << (n < 10 ? n : 10));
+    log_event(LOG_WARN, TARGET, json_pack("{s:s, s:i}", "url", wh->url, "attempt", wh->attempt),
+              "terminal webhook failed (%s); retrying in %.1fs", what, delay);
+    if (!wh->timer_open) {
+        uv_timer_init(wh->client->loop, &wh->retry_timer);
+        wh->retry_timer.data = wh;
+        wh->timer_open = 1;
+    }
+    uv_timer_start(&wh->retry_timer, on_retry_timer, (uint64_t)(delay * 1000), 0);
+}
+
+static void attempt_terminal(webhook *wh) {
+    wh->attempt++;
+    send_once(wh, wh->body, wh->body_len, on_terminal_sent, wh, &wh->inflight);
+}
+
+void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx, webhook *wh), void *ctx) {
+    wh->done = done;
+    wh->done_ctx = ctx;
+    if (!(wh->events & WEBHOOK_COMPLETED)) {
+        finish(wh);
+        return;
+    }
+    wh->body = json_out_string(state, JSON_OUT_SORTED);
+    if (!wh->body) {
+        finish(wh);
+        return;
+    }
+    wh->body_len = strlen(wh->body);
+    wh->pending = 1;
+    attempt_terminal(wh);
+}
+
+int webhook_pending(const webhook *wh) { return wh->pending; }
+
+static void on_timer_closed(uv_handle_t *h) { free(h->data); }
+
+void webhook_free(webhook *wh) {
+    if (!wh)
+        return;
+    if (wh->inflight) {
+        http_client_abort(wh->client, wh->inflight);
+        wh->inflight = NULL;
+    }
+    free(wh->url);
+    free(wh->body);
+    for (int i = 0; wh->headers[i]; i++)
+        free(wh->headers[i]);
+    if (wh->timer_open) {
+        /* memory goes in the close callback, never right after uv_close */
+        uv_timer_stop(&wh->retry_timer);
+        wh->retry_timer.data = wh;
+        uv_close((uv_handle_t *)&wh->retry_timer, on_timer_closed);
+        return;
+    }
+    free(wh);
+}

@@ -1,0 +1,44 @@
+/* webhook/webhook.h: one prediction's webhooks (SPEC 4): events start/output/logs
+ * (fire-and-forget, start and logs throttled) and the terminal `completed`, retried. */
+#ifndef COGLET_WEBHOOK_H
+#define COGLET_WEBHOOK_H
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "webhook/client.h"
+
+enum {
+    WEBHOOK_START = 1 << 0,
+    WEBHOOK_OUTPUT = 1 << 1,
+    WEBHOOK_LOGS = 1 << 2,
+    WEBHOOK_COMPLETED = 1 << 3,
+    WEBHOOK_ALL = 15,
+};
+
+typedef struct webhook_settings {
+    double throttle_s;    /* COG_THROTTLE_RESPONSE_INTERVAL */
+    double retry_base_s;  /* first backoff step: 0.1 s (COGLET_WEBHOOK_RETRY_BASE) */
+    int max_retries;      /* 12 */
+    long timeout_ms;      /* per request: 30 s */
+} webhook_settings;
+
+typedef struct webhook webhook;
+
+/* Reads the environment (once per call). */
+void webhook_settings_from_env(webhook_settings *s);
+/* Parses the event filter: NULL/absent = all; returns the bit set. */
+unsigned webhook_parse_filter(const json_t *filter);
+
+webhook *webhook_new(http_client *client, const webhook_settings *settings, const char *url, unsigned events,
+                     const char *traceparent, const char *tracestate);
+/* A non-terminal event; state is borrowed. */
+void webhook_event(webhook *wh, unsigned event, const json_t *state);
+/* The terminal event; state is borrowed. The webhook frees itself once the delivery
+ * series ends (then `done` is called). Without `completed` in the filter it ends at once. */
+void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx, webhook *wh), void *ctx);
+/* Drops a webhook that never reached completed (or abandons a pending delivery). */
+void webhook_free(webhook *wh);
+int webhook_pending(const webhook *wh);
+
+#endif
