@@ -6,20 +6,57 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Python's repr(float): the shortest digits that round-trip, fixed notation for
+ * decimal exponents in [-4, 16), else d.ddde+XX. */
 int json_out_real(char *out, size_t outlen, double d) {
     if (!isfinite(d))
         return snprintf(out, outlen, "null"); /* never produced: NaN is refused upstream */
-    int n = 0;
+    char sci[40];
     for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(out, outlen, "%.*g", prec, d);
-        if (strtod(out, NULL) == d)
+        snprintf(sci, sizeof sci, "%.*e", prec - 1, d);
+        if (strtod(sci, NULL) == d)
             break;
     }
-    if (!strpbrk(out, ".eEn") && (size_t)n + 2 < outlen) {
-        memcpy(out + n, ".0", 3);
-        n += 2;
+    const char *p = sci;
+    int neg = *p == '-';
+    if (neg)
+        p++;
+    char digits[24];
+    int nd = 0;
+    for (; *p && *p != 'e'; p++)
+        if (*p != '.' && nd < (int)sizeof digits - 1)
+            digits[nd++] = *p;
+    int exp = *p == 'e' ? atoi(p + 1) : 0;
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    digits[nd] = '\0';
+    buf b = {.data = out, .len = 0, .cap = outlen, .limit = outlen - 1};
+    if (neg)
+        buf_append(&b, "-", 1);
+    if (exp >= -4 && exp < 16) {
+        if (exp >= 0) {
+            for (int i = 0; i <= exp; i++)
+                buf_append(&b, i < nd ? &digits[i] : "0", 1);
+            buf_append(&b, ".", 1);
+            if (nd > exp + 1)
+                buf_append(&b, digits + exp + 1, (size_t)(nd - exp - 1));
+            else
+                buf_append(&b, "0", 1);
+        } else {
+            buf_append(&b, "0.", 2);
+            for (int i = 0; i < -exp - 1; i++)
+                buf_append(&b, "0", 1);
+            buf_append(&b, digits, (size_t)nd);
+        }
+    } else {
+        buf_append(&b, digits, 1);
+        if (nd > 1) {
+            buf_append(&b, ".", 1);
+            buf_append(&b, digits + 1, (size_t)(nd - 1));
+        }
+        buf_printf(&b, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
     }
-    return n;
+    return (int)b.len;
 }
 
 static int append_string(buf *out, const char *s, size_t len) {

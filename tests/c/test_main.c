@@ -201,11 +201,19 @@ TEST(json_out_shortest_reals_sorted_keys_escapes) {
     CHECK(encodes_as("0.1", "0.1"));
     CHECK(encodes_as("1.0", "1.0"));
     CHECK(encodes_as("1e300", "1e+300"));
+    CHECK(encodes_as("1e15", "1000000000000000.0"));
+    CHECK(encodes_as("1e16", "1e+16"));
+    CHECK(encodes_as("0.0001", "0.0001"));
+    CHECK(encodes_as("0.00001", "1e-05"));
+    CHECK(encodes_as("-2.5e-7", "-2.5e-07"));
+    CHECK(encodes_as("123.456", "123.456"));
+    CHECK(encodes_as("0.0", "0.0"));
+    CHECK(encodes_as("1.2345678901234568e+17", "1.2345678901234568e+17"));
     CHECK(encodes_as("0.30000000000000004", "0.30000000000000004"));
     CHECK(encodes_as("{\"b\":1,\"a\":[true,null,\"x\"]}", "{\"a\":[true,null,\"x\"],\"b\":1}"));
     CHECK(encodes_as("\"q\\\"\\\\\\n\\u0001é😀/\"", "\"q\\\"\\\\\\n\\u0001é😀/\""));
     char num[40];
-    for (double d = 1e-9; d < 1e9; d *= 7.3) {
+    for (double d = 1e-300; d < 1e300; d *= 7.3) {
         json_out_real(num, sizeof num, d);
         CHECK(strtod(num, NULL) == d);
     }
