@@ -371,7 +371,6 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
     json_t *ctx = json_object_get(body, "context");
     if (json_is_object(ctx))
         json_object_update(p->context, ctx);
-    json_decref(body);
     const char *hook = json_string_value(json_object_get(body, "webhook"));
     if (hook && svc->client_open) {
         unsigned events = webhook_parse_filter(json_object_get(body, "webhook_events_filter"));
