@@ -15,8 +15,10 @@ import io
 import json
 import mimetypes
 import os
+import queue
 import sys
 import threading
+import types
 import typing
 
 from coglet import CancelationException
@@ -197,17 +199,32 @@ class Predictor:
 
     # ---- async predictions ----
 
-    def submit(self, coro_or_agen, pred_id_var, pred_id, scope_var, scope):
+    def submit(self, coro, pred_id_var, pred_id, scope_var, scope):
         """Runs an async prediction on the shared loop; returns the concurrent future."""
 
         async def run():
             pred_id_var.set(pred_id)
             scope_var.set(scope)
-            if inspect.isasyncgen(coro_or_agen):
-                return [item async for item in coro_or_agen]
-            return await coro_or_agen
+            return await coro
 
         return asyncio.run_coroutine_threadsafe(run(), self.event_loop())
+
+    def submit_stream(self, agen, pred_id_var, pred_id, scope_var, scope):
+        """Runs an async generator on the shared loop, handing each item over as it is
+        yielded (the original collects them all first). Returns (future, queue); the
+        queue ends with the sentinel `queue`."""
+        q = queue.SimpleQueue()
+
+        async def run():
+            pred_id_var.set(pred_id)
+            scope_var.set(scope)
+            try:
+                async for item in agen:
+                    q.put(item)
+            finally:
+                q.put(q)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.event_loop()), q
 
 
 # ---- inputs (SPEC 5.1) ----
@@ -368,6 +385,31 @@ def encode_other(obj):
         if isinstance(obj, np.ndarray):
             return obj.tolist()
     raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
+# ---- sys.stdout / sys.stderr stay captured ----
+
+
+def protect_std_streams(slot_writer_type, tee_writer_type):
+    """A predictor that assigns sys.stdout (directly or through contextlib.redirect_stdout)
+    keeps being captured: the new stream is wrapped in a _TeeWriter that writes to our
+    _SlotLogWriter and to the user's stream. SPEC 8.6's audit hook never fires on 3.11 for
+    `sys.stdout = x`; a ModuleType subclass's __setattr__ on the sys module does."""
+
+    class _CapturedSys(types.ModuleType):
+        def __setattr__(self, name, value):
+            if name in ("stdout", "stderr") and not isinstance(value, slot_writer_type):
+                current = self.__dict__.get(name)
+                writer = current.inner if isinstance(current, tee_writer_type) else current
+                if isinstance(writer, slot_writer_type):
+                    if value is self.__dict__.get("__%s__" % name) or value is writer:
+                        value = writer  # restoring the original: just our writer again
+                    elif not (isinstance(value, tee_writer_type) and value.inner is writer):
+                        value = tee_writer_type(writer, value, name)
+            types.ModuleType.__setattr__(self, name, value)
+
+    if type(sys) is types.ModuleType:
+        sys.__class__ = _CapturedSys
 
 
 # ---- schema ----

@@ -69,6 +69,9 @@ typedef struct worker {
 } worker;
 
 static worker *the_worker; /* one per process; C threads and the log writers reach it here */
+/* Set while a slot thread flushes the writers at the end of its prediction: those bytes
+ * belong to that prediction whatever the context says. */
+static _Thread_local wslot *route_override;
 
 /* ---- raw fd I/O (call without the GIL) ---- */
 
@@ -335,6 +338,8 @@ static char *format_pyerr(void) {
 /* ---- log routing (called by _SlotLogWriter with the GIL held) ---- */
 
 static wslot *slot_for_current_context(worker *w) {
+    if (route_override)
+        return route_override;
     if (w->sync_slot)
         return w->sync_slot;
     if (!w->pred_id_var)
@@ -583,8 +588,18 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
             snprintf(prefix, sizeof prefix, "Prediction failed: Failed to call %s: ", w->method_name);
             fail_with_pyerr(&rc, prefix);
         } else {
-            PyObject *fut = PyObject_CallMethod(w->pred, "submit", "OOsOO", coro, w->pred_id_var, id, sdk_scope_var(),
-                                                scope);
+            PyObject *queue = NULL, *fut = NULL;
+            if (w->kind_asyncgen) {
+                PyObject *pair = PyObject_CallMethod(w->pred, "submit_stream", "OOsOO", coro, w->pred_id_var, id,
+                                                     sdk_scope_var(), scope);
+                if (pair && PyArg_ParseTuple(pair, "OO", &fut, &queue)) {
+                    Py_INCREF(fut);
+                    Py_INCREF(queue);
+                }
+                Py_XDECREF(pair);
+            } else {
+                fut = PyObject_CallMethod(w->pred, "submit", "OOsOO", coro, w->pred_id_var, id, sdk_scope_var(), scope);
+            }
             Py_DECREF(coro);
             if (!fut) {
                 fail_with_pyerr(&rc, "Prediction failed: ");
@@ -596,6 +611,26 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
                 if (early) {
                     PyObject *r = PyObject_CallMethod(fut, "cancel", NULL);
                     Py_XDECREF(r);
+                }
+                if (queue) {
+                    /* items as they are yielded, until the sentinel (the queue itself) */
+                    stream = 1;
+                    for (;;) {
+                        PyObject *item = PyObject_CallMethod(queue, "get", NULL);
+                        if (!item || item == queue) {
+                            Py_XDECREF(item);
+                            PyErr_Clear();
+                            break;
+                        }
+                        int bad = rc.failed ? 0 : send_output(&rc, item, 0);
+                        Py_DECREF(item);
+                        if (bad) {
+                            PyObject *r = PyObject_CallMethod(fut, "cancel", NULL);
+                            Py_XDECREF(r);
+                            PyErr_Clear();
+                        }
+                    }
+                    Py_DECREF(queue);
                 }
                 result = PyObject_CallMethod(fut, "result", NULL);
                 pthread_mutex_lock(&w->lock);
@@ -619,24 +654,13 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
                         rc.error = buf_steal(&out);
                     }
                 } else if (w->kind_asyncgen) {
-                    stream = 1;
+                    Py_CLEAR(result); /* items already sent */
                 } else if (PyObject_IsInstance(result, w->generator_type) == 1) {
                     stream = 1;
                     stream_iterable(&rc, result, "Prediction failed: Generator iteration error: ");
                     Py_CLEAR(result);
                 }
             }
-        }
-        if (stream && result) {
-            /* an async generator's items, collected */
-            PyObject *it = PyObject_GetIter(result);
-            if (it) {
-                stream_iterable(&rc, it, "Prediction failed: Async prediction failed: ");
-                Py_DECREF(it);
-            } else {
-                PyErr_Clear();
-            }
-            Py_CLEAR(result);
         }
     }
     Py_DECREF(args);
@@ -675,13 +699,13 @@ finish:
         Py_DECREF(scope);
     }
     /* a partial last line printed without "\n" still belongs to this prediction */
-    w->sync_slot = s;
+    route_override = s;
     PyObject *sys_out = PySys_GetObject("stdout"), *sys_err = PySys_GetObject("stderr");
     if (sys_out && sdk_is_slot_writer(sys_out))
         sdk_slot_writer_flush_pending(sys_out);
     if (sys_err && sdk_is_slot_writer(sys_err))
         sdk_slot_writer_flush_pending(sys_err);
-    w->sync_slot = NULL;
+    route_override = NULL;
     PyErr_Clear();
     if (temps) {
         PyObject *r = PyObject_CallMethod(w->runtime, "cleanup", "O", temps);
@@ -973,6 +997,24 @@ static int load_and_setup(worker *w, const char *ref) {
     w->runtime = PyImport_ImportModule("coglet._runtime");
     if (!w->runtime)
         return setup_failed(w, "failed to load predictor");
+    PyObject *sdk = PyImport_ImportModule("coglet._sdk");
+    if (!sdk) {
+        PyErr_Clear();
+        PyObject *impl = PyImport_ImportModule("coglet._impl");
+        sdk = impl ? PyObject_GetAttrString(impl, "_sdk") : NULL;
+        Py_XDECREF(impl);
+    }
+    PyObject *slot_writer = sdk ? PyObject_GetAttrString(sdk, "_SlotLogWriter") : NULL;
+    PyObject *tee_writer = sdk ? PyObject_GetAttrString(sdk, "_TeeWriter") : NULL;
+    PyObject *protected = slot_writer && tee_writer ? PyObject_CallMethod(w->runtime, "protect_std_streams", "OO",
+                                                                          slot_writer, tee_writer)
+                                                    : NULL;
+    if (!protected)
+        PyErr_Clear(); /* capture of replaced streams is best effort; predictions still run */
+    Py_XDECREF(protected);
+    Py_XDECREF(slot_writer);
+    Py_XDECREF(tee_writer);
+    Py_XDECREF(sdk);
     PyObject *cls = PyObject_GetAttrString(w->runtime, "Predictor");
     if (!cls)
         return setup_failed(w, "failed to load predictor");
