@@ -227,6 +227,35 @@ class Predictor:
         return asyncio.run_coroutine_threadsafe(run(), self.event_loop()), q
 
 
+    # ---- user healthcheck (SPEC 7.8) ----
+
+    def run_healthcheck(self):
+        """(status, error) of the user's healthcheck(): only a returned False is unhealthy;
+        5 s timeout; an exception is unhealthy with its text."""
+        hc = self.healthcheck
+        if hc is None:
+            return ("healthy", None)
+        import concurrent.futures
+
+        timed_out = "Healthcheck failed: user-defined healthcheck timed out after 5.0 seconds"
+        try:
+            if inspect.iscoroutinefunction(hc):
+                fut = asyncio.run_coroutine_threadsafe(asyncio.wait_for(hc(), 5.0), self.event_loop())
+                result = fut.result(6.0)
+            else:
+                pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="coglet-healthcheck")
+                fut = pool.submit(hc)
+                pool.shutdown(wait=False)  # a hung healthcheck thread is abandoned
+                result = fut.result(5.0)
+        except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError):
+            return ("unhealthy", timed_out)
+        except BaseException as e:  # noqa: B902 - any failure is an unhealthy answer
+            return ("unhealthy", "Healthcheck failed: " + pyerr(e))
+        if result is False:
+            return ("unhealthy", "Healthcheck failed: user-defined healthcheck returned False")
+        return ("healthy", None)
+
+
 # ---- inputs (SPEC 5.1) ----
 
 

@@ -817,6 +817,61 @@ static void handle_cancel(worker *w, json_t *msg, PyThreadState **ts) {
     *ts = PyEval_SaveThread();
 }
 
+/* The user's healthcheck runs on a thread of its own, so cancels and other control
+ * frames keep flowing while it runs (the original blocks its control loop on it). */
+typedef struct healthcheck_job {
+    worker *w;
+    char *id;
+} healthcheck_job;
+
+static void *healthcheck_thread(void *arg) {
+    healthcheck_job *job = arg;
+    worker *w = job->w;
+    PyGILState_STATE g = PyGILState_Ensure();
+    const char *status = "unhealthy", *error = "Healthcheck failed: internal error";
+    PyObject *res = PyObject_CallMethod(w->pred, "run_healthcheck", NULL);
+    char *err_copy = NULL;
+    if (res && PyTuple_Check(res) && PyTuple_Size(res) == 2) {
+        PyObject *st = PyTuple_GetItem(res, 0), *er = PyTuple_GetItem(res, 1);
+        const char *s = st ? PyUnicode_AsUTF8AndSize(st, NULL) : NULL;
+        status = s && !strcmp(s, "healthy") ? "healthy" : "unhealthy";
+        error = NULL;
+        if (er && er != Py_None) {
+            const char *e = PyUnicode_AsUTF8AndSize(er, NULL);
+            err_copy = e ? strdup(e) : NULL;
+            error = err_copy;
+        }
+    }
+    Py_XDECREF(res);
+    PyErr_Clear();
+    json_t *msg = json_pack("{s:s, s:s, s:s}", "type", "healthcheck_result", "id", job->id, "status", status);
+    if (error)
+        json_object_set_new(msg, "error", json_string(error));
+    send_control(w, msg, 1);
+    PyGILState_Release(g);
+    free(err_copy);
+    free(job->id);
+    free(job);
+    return NULL;
+}
+
+static void start_healthcheck(worker *w, const char *id) {
+    healthcheck_job *job = calloc(1, sizeof *job);
+    pthread_t t;
+    pthread_attr_t attr;
+    if (!job)
+        return;
+    job->w = w;
+    job->id = strdup(id ? id : "");
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, healthcheck_thread, job) != 0) {
+        free(job->id);
+        free(job);
+    }
+    pthread_attr_destroy(&attr);
+}
+
 static int handle_control(worker *w, json_t *msg, PyThreadState **ts) {
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (!strcmp(type, "cancel")) {
@@ -825,10 +880,7 @@ static int handle_control(worker *w, json_t *msg, PyThreadState **ts) {
         send_control(w, json_pack("{s:s}", "type", "shutting_down"), 0);
         return 1;
     } else if (!strcmp(type, "healthcheck")) {
-        const char *hid = json_string_value(json_object_get(msg, "id"));
-        send_control(w, json_pack("{s:s, s:s, s:s}", "type", "healthcheck_result", "id", hid ? hid : "", "status",
-                                  "healthy"),
-                     0);
+        start_healthcheck(w, json_string_value(json_object_get(msg, "id")));
     }
     return 0;
 }

@@ -52,52 +52,6 @@ static void route_root(service *svc, http_conn *conn) {
     respond_json_value(conn, 200, o, JSON_OUT);
 }
 
-/* ---- GET /health-check ---- */
-
-static const char *health_name(service *svc) {
-    if (svc->user_healthcheck_error)
-        return "UNHEALTHY";
-    switch (svc->health) {
-    case HEALTH_UNKNOWN: return "UNKNOWN";
-    case HEALTH_STARTING: return "STARTING";
-    case HEALTH_READY: return orchestrator_free_slots(&svc->orch) == 0 ? "BUSY" : "READY";
-    case HEALTH_SETUP_FAILED: return "SETUP_FAILED";
-    case HEALTH_DEFUNCT: return "DEFUNCT";
-    }
-    return "UNKNOWN";
-}
-
-static void route_health(service *svc, http_conn *conn) {
-    json_t *o = json_object();
-    json_object_set_new(o, "status", json_string(health_name(svc)));
-    if (svc->setup_status) {
-        char ts[48];
-        json_t *setup = json_object();
-        format_rfc3339(svc->setup_started_ns, ts, sizeof ts);
-        json_object_set_new(setup, "started_at", json_string(ts));
-        if (svc->setup_completed_ns) {
-            format_rfc3339(svc->setup_completed_ns, ts, sizeof ts);
-            json_object_set_new(setup, "completed_at", json_string(ts));
-        }
-        json_object_set_new(setup, "status", json_string(svc->setup_status));
-        if (svc->setup_logs && *svc->setup_logs)
-            json_object_set_new(setup, "logs", json_string(svc->setup_logs));
-        json_object_set_new(o, "setup", setup);
-    }
-    json_t *v = json_object();
-    json_object_set_new(v, "coglet", json_string(COGLET_VERSION));
-    json_object_set_new(v, "git_sha", json_string(COGLET_GIT_DIRTY ? COGLET_GIT_SHA "-dirty" : COGLET_GIT_SHA));
-    json_object_set_new(v, "build_time", json_string(COGLET_BUILD_TIME));
-    if (svc->cfg.python_sdk_version)
-        json_object_set_new(v, "python_sdk", json_string(svc->cfg.python_sdk_version));
-    if (svc->cfg.python_version)
-        json_object_set_new(v, "python", json_string(svc->cfg.python_version));
-    json_object_set_new(o, "version", v);
-    if (svc->user_healthcheck_error)
-        json_object_set_new(o, "user_healthcheck_error", json_string(svc->user_healthcheck_error));
-    respond_json_value(conn, 200, o, 0); /* typed object: field order */
-}
-
 /* ---- GET /openapi.json ---- */
 
 static void route_openapi(service *svc, http_conn *conn) {

@@ -482,6 +482,7 @@ static void on_slot_poisoned(void *app, slot *s, const char *error) {
 static void on_worker_gone(void *app, const char *error) {
     service *svc = app;
     svc->health = HEALTH_DEFUNCT;
+    health_fail_waiters(svc, NULL);
     for (int i = 0; i < svc->cfg.max_concurrency; i++) {
         slot *s = &svc->orch.slots[i];
         prediction *p = s->prediction;
@@ -496,8 +497,12 @@ static void on_worker_gone(void *app, const char *error) {
 }
 
 static void on_control_message(void *app, json_t *msg) {
-    (void)app;
-    log_debug(TARGET, "ignoring control message %s", json_string_value(json_object_get(msg, "type")));
+    service *svc = app;
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!strcmp(type, "healthcheck_result"))
+        health_on_result(svc, msg);
+    else
+        log_debug(TARGET, "ignoring control message %s", type);
 }
 
 const orchestrator_ops service_orchestrator_ops = {

@@ -115,6 +115,9 @@ struct service {
     int has_training_input;
     int user_healthcheck;
     char *user_healthcheck_error;
+    void *hc_waiters; /* health.c's waiters */
+    int hc_in_flight;
+    unsigned long long hc_counter;
     prediction *registry;
     int num_inflight;
     http_client client; /* webhooks and uploads */
@@ -167,6 +170,11 @@ void prediction_emit(prediction *p, const char *event, const json_t *data);
 int sse_subscribe(service *svc, prediction *p, http_conn *conn);
 void sse_keepalive_tick(service *svc);
 void sse_close_all(prediction *p);
+
+/* health.c */
+void route_health(service *svc, http_conn *conn);
+void health_on_result(service *svc, json_t *msg);
+void health_fail_waiters(service *svc, const char *error);
 
 /* routes.c */
 extern const http_app_ops service_http_ops;
