@@ -379,9 +379,35 @@ def _data_uri_of(obj):
     return "data:%s;base64,%s" % (mime, base64.b64encode(data).decode())
 
 
-def file_output(obj):
-    """A top-level file output. Without an upload URL it is inlined as a data URL."""
-    return _data_uri_of(obj)
+def file_output(obj, output_dir, n):
+    """A top-level file output handed to the parent, which makes it a data URL or uploads
+    it: (absolute path, MIME type or None, whether the file is ours to delete)."""
+    if isinstance(obj, os.PathLike):
+        path = os.path.abspath(os.fspath(obj))
+        owned = False
+    else:
+        os.makedirs(output_dir, exist_ok=True)
+        name = str(getattr(obj, "name", "") or "")
+        ext = os.path.splitext(name)[1] or ".bin"
+        path = os.path.join(output_dir, "%d%s" % (n, ext))
+        if obj.seekable():
+            obj.seek(0)
+        with open(path, "wb") as f:
+            while True:
+                chunk = obj.read(1 << 20)
+                if not chunk:
+                    break
+                f.write(chunk.encode() if isinstance(chunk, str) else chunk)
+        owned = True
+    return path, mimetypes.guess_type(path)[0], owned
+
+
+def read_spilled_input(path):
+    """SPEC 7.6: read, delete, then parse."""
+    with open(path, "rb") as f:
+        data = f.read()
+    os.unlink(path)
+    return data
 
 
 def encode_other(obj):

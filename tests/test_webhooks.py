@@ -5,6 +5,7 @@ responses, slots, other predictions, the health check or shutdown.
 COGLET_WEBHOOK_RETRY_BASE scales the retry backoff so the retry series runs in moments."""
 
 import json
+import os
 import signal
 import threading
 import time
@@ -407,6 +408,8 @@ def test_dead_target_does_not_delay_shutdown(make_server, make_receiver, kind):
     try:
         rc = s.proc.wait(timeout=10 * SLOW)
     except Exception:
+        os.killpg(s.proc.pid, signal.SIGKILL)
+        s.proc.wait()
         raise AssertionError("server still running %.1f s after SIGTERM with a %s webhook target:\n%s" % (
             time.time() - t0, kind, s.log_text()[-3000:]))
     assert rc == 0, s.log_text()[-3000:]

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -412,6 +413,8 @@ typedef struct run_ctx {
     worker *w;
     wslot *s;
     const char *id;
+    const char *output_dir;
+    int files;     /* file outputs so far (their names) */
     int index;     /* next inline output index */
     int failed;
     char *error;
@@ -428,43 +431,85 @@ static void fail_with_pyerr(run_ctx *rc, const char *prefix) {
     rc->failed = 1;
 }
 
-/* Sends one output item: file-like → data URL; else encoded inline. 0 or -1 (rc failed). */
+static void random_uuid(char *out);
+
+static int mkdirs(const char *path) {
+    char tmp[1400];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *c = tmp + 1; *c; c++) {
+        if (*c != '/')
+            continue;
+        *c = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *c = '/';
+    }
+    return mkdir(tmp, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+/* SPEC 7.6: an output whose frame would pass the cap goes through a file the parent reads
+ * (and deletes). */
+static int spill_output(run_ctx *rc, json_t *j) {
+    char uuid[40], path[1500];
+    random_uuid(uuid);
+    snprintf(path, sizeof path, "%s/spill_%s.json", rc->output_dir, uuid);
+    PyThreadState *ts = PyEval_SaveThread();
+    int ok = mkdirs(rc->output_dir) == 0 && json_dump_file(j, path, JSON_COMPACT | JSON_ENCODE_ANY) == 0;
+    PyEval_RestoreThread(ts);
+    json_decref(j);
+    if (!ok) {
+        free(rc->error);
+        rc->error = NULL;
+        if (asprintf(&rc->error, "Prediction failed: Output spill error: cannot write %s", path) < 0)
+            rc->error = NULL;
+        rc->failed = 1;
+        return -1;
+    }
+    send_slot(rc->s,
+              json_pack("{s:s, s:s, s:{s:s}}", "type", "file_output", "filename", path, "kind", "type", "oversized"),
+              1);
+    return 0;
+}
+
+/* Sends one output item: file-like → a file_output the parent turns into a data URL or
+ * an upload; else encoded inline (or spilled). 0, or -1 with rc failed. */
 static int send_output(run_ctx *rc, PyObject *item, int final) {
     worker *w = rc->w;
-    json_t *j;
+    const char *process_prefix =
+        final ? "Prediction failed: Failed to process output: " : "Prediction failed: Failed to process output item: ";
     PyObject *is_file = PyObject_CallMethod(w->runtime, "is_file_like", "O", item);
     if (!is_file) {
-        fail_with_pyerr(rc, final ? "Prediction failed: Failed to process output: "
-                                  : "Prediction failed: Failed to process output item: ");
+        fail_with_pyerr(rc, process_prefix);
         return -1;
     }
     int file = PyObject_IsTrue(is_file);
     Py_DECREF(is_file);
     if (file) {
-        PyObject *uri = PyObject_CallMethod(w->runtime, "file_output", "O", item);
-        if (!uri) {
-            fail_with_pyerr(rc, final ? "Prediction failed: Failed to process output: "
-                                      : "Prediction failed: Failed to process output item: ");
+        PyObject *t = PyObject_CallMethod(w->runtime, "file_output", "Osi", item, rc->output_dir, rc->files++);
+        const char *path = NULL, *mime = NULL;
+        int owned = 0;
+        if (!t || !PyArg_ParseTuple(t, "sz|p", &path, &mime, &owned)) {
+            Py_XDECREF(t);
+            fail_with_pyerr(rc, process_prefix);
             return -1;
         }
-        j = json_from_py(w, uri, 0);
-        Py_DECREF(uri);
-    } else {
-        j = json_from_py(w, item, 0);
+        json_t *msg = json_pack("{s:s, s:s, s:{s:s}, s:b}", "type", "file_output", "filename", path, "kind", "type",
+                                "file_type", "owned", owned);
+        if (mime)
+            json_object_set_new(msg, "mime_type", json_string(mime));
+        Py_DECREF(t);
+        send_slot(rc->s, msg, 1);
+        return 0;
     }
+    json_t *j = json_from_py(w, item, 0);
     if (!j) {
         fail_with_pyerr(rc, final ? "Prediction failed: Failed to serialize output: "
                                   : "Prediction failed: Failed to serialize output item: ");
         return -1;
     }
-    int index = file ? rc->index : rc->index++;
-    int r = send_slot(rc->s, json_pack("{s:s, s:o, s:i}", "type", "output_chunk", "output", j, "index", index), 1);
-    if (r == -2) {
-        free(rc->error);
-        rc->error = strdup("Prediction failed: Failed to send output: output over the 8 MiB frame limit");
-        rc->failed = 1;
-        return -1;
-    }
+    if (json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) > FRAME_MAX_PAYLOAD - 4096)
+        return spill_output(rc, j);
+    send_slot(rc->s, json_pack("{s:s, s:o, s:i}", "type", "output_chunk", "output", j, "index", rc->index++), 1);
     return 0;
 }
 
@@ -497,7 +542,8 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
     const char *id = json_string_value(json_object_get(job, "id"));
     if (!id)
         id = "";
-    run_ctx rc = {.w = w, .s = s, .id = id};
+    const char *output_dir = json_string_value(json_object_get(job, "output_dir"));
+    run_ctx rc = {.w = w, .s = s, .id = id, .output_dir = output_dir ? output_dir : "/tmp/coglet/outputs"};
     int stream = 0, cancelled = 0;
     PyObject *kwargs = NULL, *scope = NULL, *temps = NULL, *result = NULL, *context = NULL;
     PyObject *pid_token = NULL, *scope_token = NULL;
@@ -538,6 +584,36 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
         goto finish;
     }
     json_t *input = json_object_get(job, "input");
+    json_t *spilled = NULL;
+    const char *input_file = json_string_value(json_object_get(job, "input_file"));
+    if (!input && input_file) {
+        PyObject *data = PyObject_CallMethod(w->runtime, "read_spilled_input", "s", input_file);
+        json_error_t jerr;
+        Py_ssize_t dlen = 0;
+        const char *dptr = NULL;
+        if (data && PyBytes_Check(data)) {
+            dlen = PyBytes_Size(data);
+            dptr = PyBytes_AsString(data);
+        }
+        spilled = dptr ? json_loadb(dptr, (size_t)dlen, 0, &jerr) : NULL;
+        if (!spilled) {
+            char *e = data ? strdup(jerr.text) : format_pyerr();
+            Py_XDECREF(data);
+            rc.failed = 1;
+            if (asprintf(&rc.error, "Failed to rehydrate input: %s", e ? e : "?") < 0)
+                rc.error = NULL;
+            free(e);
+            goto finish;
+        }
+        Py_DECREF(data);
+        input = spilled;
+        json_object_set_new(job, "input", spilled); /* the job owns it now */
+    }
+    if (!input && !input_file) {
+        rc.failed = 1;
+        rc.error = strdup("Failed to rehydrate input: predict frame has neither input nor input_file");
+        goto finish;
+    }
     if (!json_is_object(input)) {
         rc.failed = 1;
         rc.error = strdup("Input validation error: Input must be a JSON object");

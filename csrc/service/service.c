@@ -2,6 +2,7 @@
  * terminal transition), health and setup state, and the orchestrator's callbacks. */
 #include "service/service.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -64,6 +65,7 @@ void prediction_unref(prediction *p) {
     json_decref(p->metrics);
     buf_free(&p->logs);
     free(p->error);
+    free(p->output_error);
     free(p);
 }
 
@@ -228,6 +230,33 @@ void service_finish(service *svc, prediction *p, pred_status status, const char 
     maybe_finish_shutdown(svc);
 }
 
+/* /tmp/coglet/predictions/{id}/outputs, the id made safe as a path component (the
+ * original uses it verbatim, so an id like ../../x escapes the directory). */
+void prediction_output_dir(const char *id, char *out, size_t outlen) {
+    char safe[1024];
+    size_t n = 0;
+    for (const char *c = id; *c && n < sizeof safe - 1; c++)
+        safe[n++] = (isalnum((unsigned char)*c) || *c == '-' || *c == '_' || *c == '.') ? *c : '_';
+    safe[n] = '\0';
+    if (!n || !strcmp(safe, ".") || !strcmp(safe, ".."))
+        snprintf(safe, sizeof safe, "_");
+    snprintf(out, outlen, "/tmp/coglet/predictions/%s/outputs", safe);
+}
+
+#define SPILL_THRESHOLD ((size_t)6 << 20)
+
+static void send_predict(service *svc, prediction *p, slot *s, json_t *msg);
+static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const char *outdir);
+
+static void random_hex(char *out, int n) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[32];
+    uv_random(NULL, NULL, b, sizeof b, 0, NULL);
+    for (int i = 0; i < n && i < 32; i++)
+        out[i] = hex[b[i] & 15];
+    out[n] = '\0';
+}
+
 void service_dispatch(service *svc, prediction *p, slot *s) {
     service_register(svc, p);
     p->status = PRED_PROCESSING;
@@ -245,30 +274,160 @@ void service_dispatch(service *svc, prediction *p, slot *s) {
     if (!p->input)
         p->input = json_object();
     p->seq = ++s->seq;
-    json_t *msg = json_pack("{s:s, s:s, s:I, s:O, s:O}", "type", "predict", "id", p->id, "seq", (json_int_t)p->seq,
-                            "input", p->input, "context", p->context);
+    char dir[1200];
+    prediction_output_dir(p->id, dir, sizeof dir);
+    json_t *msg = json_pack("{s:s, s:s, s:I, s:O, s:s}", "type", "predict", "id", p->id, "seq", (json_int_t)p->seq,
+                            "context", p->context, "output_dir", dir);
     if (!msg) {
-        service_finish(svc, p, PRED_FAILED, "Failed to send request: cannot encode the request");
-        return;
-    }
-    int rc = orchestrator_send_slot(&svc->orch, s, msg);
-    json_decref(msg);
-    if (rc != 0) {
-        char err[256];
-        if (rc == UV_E2BIG)
-            snprintf(err, sizeof err, "Failed to send request: input over the %zu byte frame limit",
-                     (size_t)FRAME_MAX_PAYLOAD);
-        else
-            snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", uv_strerror(rc));
-        if (rc != UV_E2BIG)
-            orchestrator_poison(&svc->orch, s);
         s->prediction = NULL;
         p->slot = NULL;
-        service_finish(svc, p, PRED_FAILED, err);
-        if (rc == UV_E2BIG)
-            orchestrator_release_slot(&svc->orch, s);
-        prediction_unref(p);
+        orchestrator_release_slot(&svc->orch, s);
+        service_finish(svc, p, PRED_FAILED, "Failed to send request: cannot encode the request");
+        prediction_unref(p); /* the slot's */
         return;
+    }
+    size_t input_len = json_dumpb(p->input, NULL, 0, JSON_COMPACT);
+    if (input_len > SPILL_THRESHOLD) {
+        spill_input(svc, p, s, msg, dir);
+        return;
+    }
+    json_object_set(msg, "input", p->input);
+    send_predict(svc, p, s, msg);
+}
+
+/* Sends the predict frame (consumed). */
+static void send_predict(service *svc, prediction *p, slot *s, json_t *msg) {
+    int rc = orchestrator_send_slot(&svc->orch, s, msg);
+    json_decref(msg);
+    if (rc == 0 || p->slot != s)
+        return;
+    char err[256];
+    s->prediction = NULL;
+    p->slot = NULL;
+    if (rc == UV_E2BIG) {
+        /* nothing reached the worker: the slot is fine */
+        snprintf(err, sizeof err, "Failed to send request: request over the %zu byte frame limit",
+                 (size_t)FRAME_MAX_PAYLOAD);
+        orchestrator_release_slot(&svc->orch, s);
+    } else {
+        snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", uv_strerror(rc));
+        orchestrator_poison(&svc->orch, s);
+    }
+    service_finish(svc, p, PRED_FAILED, err);
+    prediction_unref(p); /* the slot's */
+}
+
+/* ---- input spill (SPEC 7.6): over 6 MiB goes through a file, written off the loop ---- */
+
+typedef struct spill_job {
+    uv_work_t work;
+    service *svc;
+    prediction *p;
+    slot *s;
+    json_t *msg;
+    char *text;
+    char path[1400];
+    char error[1600];
+} spill_job;
+
+static int mkdirs(char *path) {
+    for (char *c = path + 1; *c; c++) {
+        if (*c != '/')
+            continue;
+        *c = '\0';
+        int rc = mkdir(path, 0755);
+        *c = '/';
+        if (rc != 0 && errno != EEXIST)
+            return -1;
+    }
+    return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+static void spill_write(uv_work_t *req) {
+    spill_job *job = container_of(req, spill_job, work);
+    char dir[1400];
+    snprintf(dir, sizeof dir, "%s", job->path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    if (mkdirs(dir) != 0) {
+        snprintf(job->error, sizeof job->error, "cannot create %s: %s", dir, strerror(errno));
+        return;
+    }
+    int fd = open(job->path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(job->error, sizeof job->error, "cannot create %s: %s", job->path, strerror(errno));
+        return;
+    }
+    size_t len = strlen(job->text), off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, job->text + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(job->error, sizeof job->error, "writing %s: %s", job->path, strerror(errno));
+            break;
+        }
+        off += (size_t)n;
+    }
+    close(fd);
+    if (job->error[0])
+        unlink(job->path);
+}
+
+static void spill_done(uv_work_t *req, int status) {
+    spill_job *job = container_of(req, spill_job, work);
+    service *svc = job->svc;
+    prediction *p = job->p;
+    free(job->text);
+    if (status == 0 && !job->error[0] && p->slot == job->s && p->status == PRED_PROCESSING) {
+        json_object_set_new(job->msg, "input_file", json_string(job->path));
+        send_predict(svc, p, job->s, job->msg);
+    } else {
+        json_decref(job->msg);
+        if (p->slot == job->s && p->status == PRED_PROCESSING) {
+            char err[400];
+            snprintf(err, sizeof err, "Failed to send request: cannot spill input: %.300s",
+                     job->error[0] ? job->error : "cancelled");
+            slot *s = job->s;
+            s->prediction = NULL;
+            p->slot = NULL;
+            orchestrator_release_slot(&svc->orch, s);
+            service_finish(svc, p, PRED_FAILED, err);
+            prediction_unref(p); /* the slot's */
+        }
+    }
+    prediction_unref(p);
+    free(job);
+}
+
+static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const char *outdir) {
+    spill_job *job = calloc(1, sizeof *job);
+    char *text = job ? json_dumps(p->input, JSON_COMPACT) : NULL;
+    if (!job || !text) {
+        free(job);
+        free(text);
+        json_decref(msg);
+        service_finish(svc, p, PRED_FAILED, "Failed to send request: out of memory spilling input");
+        return;
+    }
+    char uuid[40];
+    random_hex(uuid, 32);
+    /* .../{id}/outputs -> .../{id}/inputs/spill_{uuid}.json */
+    snprintf(job->path, sizeof job->path, "%.*s/inputs/spill_%s.json", (int)(strrchr(outdir, '/') - outdir), outdir,
+             uuid);
+    job->svc = svc;
+    job->p = p;
+    job->s = s;
+    job->msg = msg;
+    job->text = text;
+    prediction_ref(p);
+    if (uv_queue_work(svc->loop, &job->work, spill_write, spill_done) != 0) {
+        free(text);
+        json_decref(msg);
+        prediction_unref(p);
+        free(job);
+        service_finish(svc, p, PRED_FAILED, "Failed to send request: thread pool unavailable");
     }
 }
 
@@ -277,6 +436,14 @@ int service_cancel(service *svc, const char *id) {
     if (!p)
         return -1;
     p->cancel_requested = 1;
+    if (p->done_pending) {
+        /* the worker is done; only uploads remain, and they stop here */
+        prediction_ref(p);
+        outputs_abort(svc, p);
+        service_finish(svc, p, PRED_CANCELED, NULL);
+        prediction_unref(p);
+        return 0;
+    }
     if (p->slot) {
         /* seq names this dispatch: the worker applies a cancel that overtook its predict
          * frame when the frame arrives, and drops one for a prediction already over. */
@@ -425,16 +592,12 @@ static void on_slot_message(void *app, slot *s, json_t *msg) {
     }
     if (!strcmp(type, "output_chunk")) {
         json_t *out = json_object_get(msg, "output");
-        json_array_append(p->outputs, out ? out : json_null());
-        json_t *ev = json_pack("{s:O, s:I}", "chunk", out ? out : json_null(), "index",
-                               json_integer_value(json_object_get(msg, "index")));
-        prediction_emit(p, "output", ev);
-        json_decref(ev);
-        if (p->wh) {
-            json_t *state = prediction_state_json(p, 0);
-            webhook_event(p->wh, WEBHOOK_OUTPUT, state);
-            json_decref(state);
-        }
+        if (!out)
+            out = json_null();
+        json_array_append(p->outputs, out);
+        prediction_output_arrived(p, out, (size_t)json_integer_value(json_object_get(msg, "index")));
+    } else if (!strcmp(type, "file_output")) {
+        outputs_on_file(svc, p, msg);
     } else if (!strcmp(type, "metric")) {
         const char *mode = json_string_value(json_object_get(msg, "mode"));
         const char *name = json_string_value(json_object_get(msg, "name"));
@@ -449,22 +612,45 @@ static void on_slot_message(void *app, slot *s, json_t *msg) {
         p->is_stream = json_is_true(json_object_get(msg, "is_stream"));
         prediction_ref(p);
         slot_finished(svc, s, p);
-        service_finish(svc, p, PRED_SUCCEEDED, NULL);
+        p->done_pending = 1; /* the worker is free; uploads may still run */
+        outputs_maybe_done(svc, p);
         prediction_unref(p);
     } else if (!strcmp(type, "failed")) {
         const char *err = json_string_value(json_object_get(msg, "error"));
         prediction_ref(p);
         slot_finished(svc, s, p);
+        outputs_abort(svc, p);
         service_finish(svc, p, PRED_FAILED, err ? err : "unknown error");
         prediction_unref(p);
     } else if (!strcmp(type, "cancelled")) {
         prediction_ref(p);
         slot_finished(svc, s, p);
+        outputs_abort(svc, p);
         service_finish(svc, p, PRED_CANCELED, NULL);
         prediction_unref(p);
     } else {
         log_debug(TARGET, "ignoring slot message %s", type);
     }
+}
+
+void prediction_output_arrived(prediction *p, json_t *value, size_t index) {
+    json_t *ev = json_pack("{s:O, s:I}", "chunk", value, "index", (json_int_t)index);
+    prediction_emit(p, "output", ev);
+    json_decref(ev);
+    if (p->wh) {
+        json_t *state = prediction_state_json(p, 0);
+        webhook_event(p->wh, WEBHOOK_OUTPUT, state);
+        json_decref(state);
+    }
+}
+
+void outputs_maybe_done(service *svc, prediction *p) {
+    if (!p->done_pending || p->num_ops > 0 || p->status >= PRED_SUCCEEDED)
+        return;
+    if (p->output_error)
+        service_finish(svc, p, PRED_FAILED, p->output_error);
+    else
+        service_finish(svc, p, PRED_SUCCEEDED, NULL);
 }
 
 static void on_slot_poisoned(void *app, slot *s, const char *error) {
@@ -475,6 +661,7 @@ static void on_slot_poisoned(void *app, slot *s, const char *error) {
         return;
     prediction_ref(p);
     slot_finished(svc, s, p);
+    outputs_abort(svc, p);
     service_finish(svc, p, PRED_FAILED, error);
     prediction_unref(p);
 }
@@ -490,6 +677,7 @@ static void on_worker_gone(void *app, const char *error) {
             continue;
         prediction_ref(p);
         slot_finished(svc, s, p);
+        outputs_abort(svc, p);
         service_finish(svc, p, PRED_FAILED, error);
         prediction_unref(p);
     }
@@ -532,6 +720,8 @@ int service_start(service *svc, uv_loop_t *loop, const service_config *cfg) {
         return rc;
     log_info("coglet::transport::http::server", "Starting coglet server on %s", svc->bound);
     webhook_settings_from_env(&svc->webhook_settings);
+    const char *urb = getenv("COGLET_UPLOAD_RETRY_BASE");
+    svc->upload_retry_base = urb && *urb ? atof(urb) : 0.5;
     if (http_client_init(&svc->client, loop) == 0)
         svc->client_open = 1;
     uv_timer_init(loop, &svc->keepalive_timer);
@@ -599,6 +789,7 @@ static void force_phase(service *svc) {
             p->slot = NULL;
             prediction_unref(p);
         }
+        outputs_abort(svc, p);
         service_finish(svc, p, PRED_FAILED, "server shut down before the prediction finished");
         prediction_unref(p);
     }

@@ -10,6 +10,7 @@
 #include "common/buf.h"
 #include "http/http.h"
 #include "orchestrator/orchestrator.h"
+#include "service/outputs.h"
 #include "webhook/client.h"
 #include "webhook/webhook.h"
 
@@ -72,6 +73,10 @@ struct prediction {
     int is_stream;
     slot *slot;           /* while the worker runs it */
     response *sync_res;   /* a sync client waiting for the terminal state */
+    output_op *ops;       /* file outputs being read or uploaded */
+    int num_ops;
+    char *output_error;   /* an output that could not be produced: fails the prediction */
+    int done_pending;     /* the worker said done; waiting for ops */
     webhook *wh;
     int created_sse;      /* canceled when its last SSE subscriber leaves */
     int record_events;    /* the model streams: keep SSE history */
@@ -123,6 +128,7 @@ struct service {
     http_client client; /* webhooks and uploads */
     int client_open;
     webhook_settings webhook_settings;
+    double upload_retry_base; /* seconds before the first upload retry */
     int pending_webhooks; /* terminal deliveries in progress */
     webhook **pending_wh;
     int num_pending_wh, cap_pending_wh;
@@ -158,6 +164,7 @@ void service_register(service *svc, prediction *p);
 void service_unregister(service *svc, prediction *p);
 /* Registers, takes the slot and sends the predict frame. */
 void service_dispatch(service *svc, prediction *p, slot *s);
+void prediction_output_dir(const char *id, char *out, size_t outlen);
 void service_finish(service *svc, prediction *p, pred_status status, const char *error);
 int service_cancel(service *svc, const char *id);
 
