@@ -1,6 +1,6 @@
 """Builds coglet._impl from csrc/.
 
-System libraries come from pkg-config (libuv, jansson, libcurl); llhttp is a system
+System libraries come from pkg-config (libuv, jansson, libcurl, pcre2); llhttp is a system
 libllhttp when pkg-config knows one, else compiled from the C sources Debian's
 node-llhttp ships. Anything missing stops the build with one line naming the package.
 """
@@ -25,6 +25,7 @@ PKGS = [
     ("libuv", "libuv1-dev"),
     ("jansson", "libjansson-dev"),
     ("libcurl", "libcurl4-openssl-dev"),
+    ("libpcre2-8", "libpcre2-dev"),
 ]
 LLHTTP_SRC_DIR = "/usr/share/llhttp"
 LLHTTP_INCLUDE_DIR = "/usr/share/include/llhttp"
@@ -71,6 +72,7 @@ def collect_libraries():
                 shutil.copy2(src, dst)
             sources.append(dst)
         cflags.append("-I" + LLHTTP_INCLUDE_DIR)
+    libs.append("-lm")
     return cflags, libs, sources
 
 
@@ -119,6 +121,11 @@ def build_macros():
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        # link flags and macros (git sha, build time) change without any source changing
+        self.force = True
+
     def run(self):
         if shutil.which(os.environ.get("CC", "cc").split()[0]) is None:
             die("no C compiler found: apt-get install build-essential")

@@ -91,16 +91,149 @@ static const char *json_type_phrase(const json_t *v, char *tmp, size_t tmplen) {
     return "value";
 }
 
-static int shape_error(http_conn *conn, const char *path, const json_t *v, const char *expected) {
-    char tmp[128], text[512];
-    if (path)
-        snprintf(text, sizeof text,
-                 "Failed to deserialize the JSON body into the target type: %s: invalid type: %s, expected %s", path,
-                 json_type_phrase(v, tmp, sizeof tmp), expected);
+/* ---- where a value sits in the raw body, for serde-style "at line L column C" ---- */
+
+typedef struct scan {
+    const char *p, *end;
+    int line, col;
+} scan;
+
+static void scan_adv(scan *s) {
+    if (*s->p == '\n')
+        s->line++, s->col = 0;
+    else if (((unsigned char)*s->p & 0xC0) != 0x80)
+        s->col++;
+    s->p++;
+}
+
+static void scan_ws(scan *s) {
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        scan_adv(s);
+}
+
+/* Skips one string (at its opening quote); copies up to outlen-1 raw bytes of it. */
+static void scan_string(scan *s, char *out, size_t outlen) {
+    size_t n = 0;
+    scan_adv(s);
+    while (s->p < s->end && *s->p != '"') {
+        if (*s->p == '\\') {
+            scan_adv(s);
+            if (s->p >= s->end)
+                break;
+        }
+        if (out && n + 1 < outlen)
+            out[n++] = *s->p;
+        scan_adv(s);
+    }
+    if (s->p < s->end)
+        scan_adv(s);
+    if (out)
+        out[n] = '\0';
+}
+
+/* Skips one value; for a scalar stops right after it (serde's error position). */
+static void scan_value(scan *s) {
+    scan_ws(s);
+    if (s->p >= s->end)
+        return;
+    if (*s->p == '"') {
+        scan_string(s, NULL, 0);
+        return;
+    }
+    if (*s->p == '{' || *s->p == '[') {
+        int depth = 0;
+        while (s->p < s->end) {
+            char c = *s->p;
+            if (c == '"') {
+                scan_string(s, NULL, 0);
+                continue;
+            }
+            if (c == '{' || c == '[')
+                depth++;
+            else if ((c == '}' || c == ']') && --depth == 0) {
+                scan_adv(s);
+                return;
+            }
+            scan_adv(s);
+        }
+        return;
+    }
+    while (s->p < s->end && !strchr(",]} \t\r\n", *s->p))
+        scan_adv(s);
+}
+
+/* Finds key in the object at s (at '{'); leaves s at the key's value. 0 when found. */
+static int scan_to_key(scan *s, const char *key) {
+    scan_ws(s);
+    if (s->p >= s->end || *s->p != '{')
+        return -1;
+    scan_adv(s);
+    for (;;) {
+        scan_ws(s);
+        if (s->p >= s->end || *s->p != '"')
+            return -1;
+        char name[256];
+        scan_string(s, name, sizeof name);
+        scan_ws(s);
+        if (s->p < s->end && *s->p == ':')
+            scan_adv(s);
+        scan_ws(s);
+        if (!strcmp(name, key))
+            return 0;
+        scan_value(s);
+        scan_ws(s);
+        if (s->p < s->end && *s->p == ',')
+            scan_adv(s);
+        else
+            return -1;
+    }
+}
+
+/* Position after the value at key (and inner key / array index, when given). */
+static void value_position(const buf *body, const char *key, const char *inner, long index, int *line, int *col) {
+    scan s = {.p = body->data ? body->data : "", .end = (body->data ? body->data : "") + body->len, .line = 1};
+    if (key && scan_to_key(&s, key) == 0) {
+        if (inner) {
+            if (scan_to_key(&s, inner) != 0)
+                goto done;
+        } else if (index >= 0) {
+            scan_ws(&s);
+            if (s.p < s.end && *s.p == '[') {
+                scan_adv(&s);
+                for (long i = 0; i < index; i++) {
+                    scan_value(&s);
+                    scan_ws(&s);
+                    if (s.p < s.end && *s.p == ',')
+                        scan_adv(&s);
+                }
+            }
+        }
+        scan_value(&s);
+    } else if (!key) {
+        scan_value(&s);
+    }
+done:
+    *line = s.line;
+    *col = s.col;
+}
+
+static int shape_error(http_conn *conn, const buf *body, const char *key, const char *inner, long index,
+                       const json_t *v, const char *expected) {
+    char tmp[128], path[400], text[800];
+    int line, col;
+    value_position(body, key, inner, index, &line, &col);
+    if (key && inner)
+        snprintf(path, sizeof path, "%s.%.256s: ", key, inner);
+    else if (key && index >= 0)
+        snprintf(path, sizeof path, "%s[%ld]: ", key, index);
+    else if (key)
+        snprintf(path, sizeof path, "%s: ", key);
     else
-        snprintf(text, sizeof text,
-                 "Failed to deserialize the JSON body into the target type: invalid type: %s, expected %s",
-                 json_type_phrase(v, tmp, sizeof tmp), expected);
+        path[0] = '\0';
+    snprintf(text, sizeof text,
+             "Failed to deserialize the JSON body into the target type: %sinvalid type: %s, expected %s at line %d "
+             "column %d",
+             path, json_type_phrase(v, tmp, sizeof tmp), expected, line, col);
     log_warn(TARGET, "%s", text);
     respond_text(conn, 422, text);
     return -1;
@@ -131,7 +264,7 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out) {
         return -1;
     }
     if (!json_is_object(body)) {
-        shape_error(conn, NULL, body, "struct PredictionRequest");
+        shape_error(conn, &req->body, NULL, NULL, -1, body, "struct PredictionRequest");
         json_decref(body);
         return -1;
     }
@@ -139,28 +272,26 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out) {
     if ((v = json_object_get(body, "id")) && !json_is_string(v) && !json_is_null(v))
         goto bad_id;
     if ((v = json_object_get(body, "webhook")) && !json_is_string(v) && !json_is_null(v)) {
-        shape_error(conn, "webhook", v, "a string");
+        shape_error(conn, &req->body, "webhook", NULL, -1, v, "a string");
         goto failed;
     }
     if ((v = json_object_get(body, "context")) && !json_is_null(v)) {
         if (!json_is_object(v)) {
-            shape_error(conn, "context", v, "a map");
+            shape_error(conn, &req->body, "context", NULL, -1, v, "a map");
             goto failed;
         }
         const char *k;
         json_t *cv;
         json_object_foreach(v, k, cv) {
             if (!json_is_string(cv)) {
-                char path[300];
-                snprintf(path, sizeof path, "context.%.256s", k);
-                shape_error(conn, path, cv, "a string");
+                shape_error(conn, &req->body, "context", k, -1, cv, "a string");
                 goto failed;
             }
         }
     }
     if ((v = json_object_get(body, "webhook_events_filter"))) {
         if (!json_is_array(v)) {
-            shape_error(conn, "webhook_events_filter", v, "a sequence");
+            shape_error(conn, &req->body, "webhook_events_filter", NULL, -1, v, "a sequence");
             goto failed;
         }
         size_t i;
@@ -168,9 +299,8 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out) {
         json_array_foreach(v, i, e) {
             const char *s = json_string_value(e);
             if (!s || (strcmp(s, "start") && strcmp(s, "output") && strcmp(s, "logs") && strcmp(s, "completed"))) {
-                char path[64];
-                snprintf(path, sizeof path, "webhook_events_filter[%zu]", i);
-                shape_error(conn, path, e, "one of `start`, `output`, `logs`, `completed`");
+                shape_error(conn, &req->body, "webhook_events_filter", NULL, (long)i, e,
+                            "one of `start`, `output`, `logs`, `completed`");
                 goto failed;
             }
         }
@@ -178,7 +308,7 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out) {
     *out = body;
     return 0;
 bad_id:
-    shape_error(conn, "id", v, "a string");
+    shape_error(conn, &req->body, "id", NULL, -1, v, "a string");
 failed:
     json_decref(body);
     return -1;
@@ -286,7 +416,29 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
         input = json_object();
     else
         json_incref(input);
-    /* (schema validation lands here: SPEC 6) */
+    /* SPEC 6: strip, validate, inject nulls — before readiness and capacity (3.5) */
+    const validator *v = is_training ? (svc->training_validator ? svc->training_validator : svc->input_validator)
+                                     : svc->input_validator;
+    if (v) {
+        json_t *detail = NULL, *stripped = NULL;
+        int bad = validator_apply(v, input, &detail, &stripped);
+        if (stripped) {
+            char *names = json_out_string(stripped, 0);
+            log_warn(TARGET, "stripped unknown input fields: %s", names ? names : "?");
+            free(names);
+            json_decref(stripped);
+        }
+        if (bad) {
+            json_decref(input);
+            json_decref(body);
+            json_t *o = json_pack("{s:o}", "detail", detail ? detail : json_array());
+            char *text = json_out_string(o, JSON_OUT_SORTED);
+            log_warn(TARGET, "input rejected: %s", text ? text : "?");
+            free(text);
+            respond_json_value(conn, 422, o, JSON_OUT);
+            return;
+        }
+    }
     if (svc->health != HEALTH_READY || svc->shutting_down) {
         json_decref(input);
         json_decref(body);

@@ -244,6 +244,7 @@ void prediction_output_dir(const char *id, char *out, size_t outlen) {
 }
 
 #define SPILL_THRESHOLD ((size_t)6 << 20)
+#define SHUTDOWN_WEBHOOK_WAIT_MS 3000
 
 static void send_predict(service *svc, prediction *p, slot *s, json_t *msg);
 static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const char *outdir);
@@ -486,9 +487,32 @@ static void k8s_done(uv_work_t *req, int status) {
     free(req);
 }
 
+static void drop_validators(service *svc) {
+    validator_free(svc->input_validator);
+    validator_free(svc->training_validator);
+    svc->input_validator = svc->training_validator = NULL;
+}
+
+/* Validators are compiled once, here; one that does not compile is logged and skipped. */
+static void compile_validators(service *svc, json_t *schema) {
+    char err[512];
+    json_t *schemas = json_object_get(json_object_get(schema, "components"), "schemas");
+    if (json_object_get(schemas, "Input")) {
+        svc->input_validator = validator_compile(schema, "Input", err, sizeof err);
+        if (!svc->input_validator)
+            log_warn(TARGET, "input schema does not compile; inputs are not validated: %s", err);
+    }
+    if (json_object_get(schemas, "TrainingInput")) {
+        svc->training_validator = validator_compile(schema, "TrainingInput", err, sizeof err);
+        if (!svc->training_validator)
+            log_warn(TARGET, "training input schema does not compile; training inputs are not validated: %s", err);
+    }
+}
+
 static void install_schema(service *svc, json_t *schema) {
     json_decref(svc->schema);
     svc->schema = NULL;
+    drop_validators(svc);
     svc->streaming = svc->output_is_array = svc->has_training_input = 0;
     if (!json_is_object(schema))
         return;
@@ -500,6 +524,7 @@ static void install_schema(service *svc, json_t *schema) {
     const char *type = json_string_value(json_object_get(out, "type"));
     svc->output_is_array = type && !strcmp(type, "array");
     svc->has_training_input = json_object_get(schemas, "TrainingInput") != NULL;
+    compile_validators(svc, schema);
 }
 
 static void on_ready(void *app, json_t *schema, json_t *ready) {
@@ -708,6 +733,18 @@ const orchestrator_ops service_orchestrator_ops = {
 
 static void on_keepalive(uv_timer_t *t) { sse_keepalive_tick(t->data); }
 
+static void on_webhook_deadline(uv_timer_t *t) {
+    service *svc = t->data;
+    svc->webhooks_abandoned = 1;
+    while (svc->num_pending_wh > 0) {
+        webhook *wh = svc->pending_wh[--svc->num_pending_wh];
+        log_warn(TARGET, "shutdown: abandoning a terminal webhook whose last attempt did not finish");
+        webhook_free(wh);
+        svc->pending_webhooks--;
+    }
+    maybe_finish_shutdown(svc);
+}
+
 int service_start(service *svc, uv_loop_t *loop, const service_config *cfg) {
     svc->loop = loop;
     svc->cfg = *cfg;
@@ -726,8 +763,9 @@ int service_start(service *svc, uv_loop_t *loop, const service_config *cfg) {
         svc->client_open = 1;
     uv_timer_init(loop, &svc->keepalive_timer);
     uv_timer_init(loop, &svc->grace_timer);
-    svc->keepalive_timer.data = svc->grace_timer.data = svc;
-    svc->timers_open = 2;
+    uv_timer_init(loop, &svc->webhook_timer);
+    svc->keepalive_timer.data = svc->grace_timer.data = svc->webhook_timer.data = svc;
+    svc->timers_open = 3;
     uv_timer_start(&svc->keepalive_timer, on_keepalive, 5000, 5000);
     uv_unref((uv_handle_t *)&svc->keepalive_timer);
     if (!cfg->predictor_ref) {
@@ -826,8 +864,22 @@ static void on_grace_timer(uv_timer_t *t) {
 static void maybe_finish_shutdown(service *svc) {
     if (!svc->shutting_down || svc->stopped)
         return;
-    if (!svc->forced && (svc->num_inflight > 0 || svc->pending_webhooks > 0))
+    if (!svc->forced && svc->num_inflight > 0)
         return;
+    if (!svc->forced && svc->pending_webhooks > 0) {
+        /* Every prediction is over. Terminal webhooks still retrying get one last attempt
+         * now and a few seconds for it: a dead target never holds the process. */
+        if (!svc->webhook_phase) {
+            svc->webhook_phase = 1;
+            log_info(TARGET, "shutdown: last attempt for %d terminal webhook(s)", svc->pending_webhooks);
+            for (int i = svc->num_pending_wh - 1; i >= 0 && i < svc->num_pending_wh; i--)
+                webhook_last_call(svc->pending_wh[i]);
+            if (svc->pending_webhooks > 0)
+                uv_timer_start(&svc->webhook_timer, on_webhook_deadline, SHUTDOWN_WEBHOOK_WAIT_MS, 0);
+            maybe_finish_shutdown(svc);
+        }
+        return;
+    }
     if (!svc->closing) {
         svc->closing = 1;
         http_server_stop_listening(&svc->http);
@@ -850,6 +902,7 @@ static void maybe_finish_shutdown(service *svc) {
             svc->timers_closing = 1;
             uv_close((uv_handle_t *)&svc->keepalive_timer, on_timer_closed);
             uv_close((uv_handle_t *)&svc->grace_timer, on_timer_closed);
+            uv_close((uv_handle_t *)&svc->webhook_timer, on_timer_closed);
         }
         return;
     }
@@ -857,6 +910,7 @@ static void maybe_finish_shutdown(service *svc) {
     log_info(TARGET, "Server shutdown complete");
     json_decref(svc->schema);
     svc->schema = NULL;
+    drop_validators(svc);
     free(svc->setup_logs);
     svc->setup_logs = NULL;
     free(svc->user_healthcheck_error);

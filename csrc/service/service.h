@@ -11,6 +11,7 @@
 #include "http/http.h"
 #include "orchestrator/orchestrator.h"
 #include "service/outputs.h"
+#include "service/validate.h"
 #include "webhook/client.h"
 #include "webhook/webhook.h"
 
@@ -115,6 +116,8 @@ struct service {
     const char *setup_status; /* NULL, "starting", "succeeded", "failed" */
     char *setup_logs;
     json_t *schema;
+    validator *input_validator;    /* components.schemas.Input */
+    validator *training_validator; /* TrainingInput, else Input's */
     int streaming;
     int output_is_array;
     int has_training_input;
@@ -134,6 +137,9 @@ struct service {
     int num_pending_wh, cap_pending_wh;
     uv_timer_t keepalive_timer; /* SSE keep-alive comments */
     uv_timer_t grace_timer;     /* shutdown: cancel what is still running */
+    uv_timer_t webhook_timer;   /* shutdown: how long last webhook attempts may take */
+    int webhook_phase;
+    int webhooks_abandoned;
     int timers_open;
     int grace_expired;
     int forced;

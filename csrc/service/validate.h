@@ -23,6 +23,6 @@ int validator_apply(const validator *v, json_t *input, json_t **detail, json_t *
  * state after compile, and may be shared by threads; validator_apply allocates nothing on the
  * valid path beyond jansson's own (stripped names, injected nulls) and one PCRE2 match block
  * when a `pattern` is evaluated. On an allocation failure it returns -1 with *detail possibly
- * NULL or incomplete. */
+ * NULL or incomplete. `input` must not be NULL (SPEC 3.3 turns a null input into {}). */
 
 #endif
