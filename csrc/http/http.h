@@ -44,6 +44,7 @@ struct http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     int listening;
+    int listener_open; /* the handle, listening or not */
     const http_app_ops *ops;
     void *app;
     http_conn *conns; /* all open connections */
@@ -76,6 +77,8 @@ int http_server_init(http_server *server, uv_loop_t *loop, const http_app_ops *o
 /* Binds and listens. Returns 0 or a libuv error; the bound address goes to `bound` (e.g.
  * "0.0.0.0:43121"). */
 int http_server_listen(http_server *server, const char *host, int port, char *bound, size_t boundlen);
+/* Serves an already connected socket (tests and fuzzing). 0 or a libuv error. */
+int http_server_adopt_fd(http_server *server, int fd);
 /* Stops accepting. Open connections carry on. */
 void http_server_stop_listening(http_server *server);
 /* Closes idle connections now and every other one once its pending request ends. */

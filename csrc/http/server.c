@@ -430,19 +430,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
         conn_process(conn);
 }
 
-static void on_connection(uv_stream_t *listener, int status) {
-    http_server *server = container_of(listener, http_server, listener);
-    if (status < 0) {
-        log_warn(TARGET, "accept failed: %s", uv_strerror(status));
-        return;
-    }
+static http_conn *conn_new(http_server *server) {
     http_conn *conn = calloc(1, sizeof *conn);
     if (!conn)
-        return;
+        return NULL;
     conn->server = server;
     if (uv_tcp_init(server->loop, &conn->tcp) != 0) {
         free(conn);
-        return;
+        return NULL;
     }
     request_init(&conn->req);
     buf_init(&conn->pending, READ_CAP);
@@ -451,15 +446,44 @@ static void on_connection(uv_stream_t *listener, int status) {
     if (server->conns)
         server->conns->prev = conn;
     server->conns = conn;
+    return conn;
+}
+
+static void conn_start(http_conn *conn) {
+    llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
+    conn->parser.data = conn;
+    if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0)
+        conn_close(conn);
+}
+
+int http_server_adopt_fd(http_server *server, int fd) {
+    http_conn *conn = conn_new(server);
+    if (!conn)
+        return UV_ENOMEM;
+    int rc = uv_tcp_open(&conn->tcp, fd);
+    if (rc != 0) {
+        conn_close(conn);
+        return rc;
+    }
+    conn_start(conn);
+    return 0;
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+    http_server *server = container_of(listener, http_server, listener);
+    if (status < 0) {
+        log_warn(TARGET, "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    http_conn *conn = conn_new(server);
+    if (!conn)
+        return;
     if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
         conn_close(conn);
         return;
     }
     uv_tcp_nodelay(&conn->tcp, 1);
-    llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
-    conn->parser.data = conn;
-    if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0)
-        conn_close(conn);
+    conn_start(conn);
 }
 
 /* ---- responses ---- */
@@ -546,7 +570,9 @@ int http_server_init(http_server *server, uv_loop_t *loop, const http_app_ops *o
     server->loop = loop;
     server->ops = ops;
     server->app = app;
-    return uv_tcp_init(loop, &server->listener);
+    int rc = uv_tcp_init(loop, &server->listener);
+    server->listener_open = rc == 0;
+    return rc;
 }
 
 int http_server_listen(http_server *server, const char *host, int port, char *bound, size_t boundlen) {
@@ -586,9 +612,10 @@ static void on_listener_closed(uv_handle_t *handle) {
 }
 
 void http_server_stop_listening(http_server *server) {
-    if (!server->listening)
-        return;
     server->listening = 0;
+    if (!server->listener_open)
+        return;
+    server->listener_open = 0;
     uv_close((uv_handle_t *)&server->listener, on_listener_closed);
 }
 

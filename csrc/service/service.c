@@ -738,7 +738,7 @@ static void on_webhook_deadline(uv_timer_t *t) {
     svc->webhooks_abandoned = 1;
     while (svc->num_pending_wh > 0) {
         webhook *wh = svc->pending_wh[--svc->num_pending_wh];
-        log_warn(TARGET, "shutdown: abandoning a terminal webhook whose last attempt did not finish");
+        log_warn(TARGET, "shutdown: abandoning a terminal webhook not delivered in time");
         webhook_free(wh);
         svc->pending_webhooks--;
     }
@@ -867,16 +867,13 @@ static void maybe_finish_shutdown(service *svc) {
     if (!svc->forced && svc->num_inflight > 0)
         return;
     if (!svc->forced && svc->pending_webhooks > 0) {
-        /* Every prediction is over. Terminal webhooks still retrying get one last attempt
-         * now and a few seconds for it: a dead target never holds the process. */
+        /* Every prediction is over. Terminal webhooks keep their retry series for a few
+         * more seconds, then are abandoned: a dead target never holds the process. */
         if (!svc->webhook_phase) {
             svc->webhook_phase = 1;
-            log_info(TARGET, "shutdown: last attempt for %d terminal webhook(s)", svc->pending_webhooks);
-            for (int i = svc->num_pending_wh - 1; i >= 0 && i < svc->num_pending_wh; i--)
-                webhook_last_call(svc->pending_wh[i]);
-            if (svc->pending_webhooks > 0)
-                uv_timer_start(&svc->webhook_timer, on_webhook_deadline, SHUTDOWN_WEBHOOK_WAIT_MS, 0);
-            maybe_finish_shutdown(svc);
+            log_info(TARGET, "shutdown: waiting up to %.1fs for %d terminal webhook(s)",
+                     SHUTDOWN_WEBHOOK_WAIT_MS / 1000.0, svc->pending_webhooks);
+            uv_timer_start(&svc->webhook_timer, on_webhook_deadline, SHUTDOWN_WEBHOOK_WAIT_MS, 0);
         }
         return;
     }

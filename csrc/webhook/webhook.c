@@ -226,19 +226,6 @@ void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx,
 
 int webhook_pending(const webhook *wh) { return wh->pending; }
 
-void webhook_last_call(webhook *wh) {
-    if (!wh->pending)
-        return;
-    if (wh->inflight) {
-        wh->settings.max_retries = wh->attempt - 1; /* this attempt is the last */
-        return;
-    }
-    /* waiting out a backoff: one more attempt now, and that is the last */
-    if (wh->timer_open)
-        uv_timer_stop(&wh->retry_timer);
-    wh->settings.max_retries = wh->attempt;
-    attempt_terminal(wh);
-}
 
 static void on_timer_closed(uv_handle_t *h) { free(h->data); }
 

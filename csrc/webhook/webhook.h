@@ -40,7 +40,5 @@ void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx,
 /* Drops a webhook that never reached completed (or abandons a pending delivery). */
 void webhook_free(webhook *wh);
 int webhook_pending(const webhook *wh);
-/* Shutdown: no more backoff; the attempt in flight (or one made now) is the last. */
-void webhook_last_call(webhook *wh);
 
 #endif
