@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 TEST_DEPS = pytest pytest-timeout requests setuptools wheel structlog pyyaml typing_extensions
 COG_SDK = cog==0.23.1
 
-.PHONY: all deps venv build serve test test-asan test-c clean format
+.PHONY: all deps venv build serve test test-asan test-c fuzz bench clean format
 
 all: build
 
@@ -51,9 +51,18 @@ test-asan: $(ASAN_VENV)/.deps
 test-c:
 	$(MAKE) -C tests/c
 
+# libFuzzer drivers (clang), FUZZ_SECONDS each; not part of CI.
+fuzz:
+	$(MAKE) -C fuzz run
+
+# Side by side with the Rust coglet (benchmarks/.venv-anchor); not part of CI.
+bench: build
+	$(VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
+
 format:
 	clang-format -i $$(git ls-files 'csrc/*.c' 'csrc/*.h' 'tests/c/*.c')
 
 clean:
 	rm -rf build *.egg-info coglet/*.so
 	$(MAKE) -C tests/c clean
+	$(MAKE) -C fuzz clean
