@@ -1191,7 +1191,21 @@ static PyGetSetDef tee_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* Anything a _TeeWriter does not define is the user's stream's: code that replaced
+ * sys.stdout with a StringIO still calls getvalue() on what it finds there. */
+static PyObject *tee_getattro(PyObject *self, PyObject *name) {
+    PyObject *v = PyObject_GenericGetAttr(self, name);
+    if (v || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return v;
+    tee_writer *t = (tee_writer *)self;
+    if (!t->user_stream)
+        return NULL;
+    PyErr_Clear();
+    return PyObject_GetAttr(t->user_stream, name);
+}
+
 static PyType_Slot tee_slots[] = {
+    {Py_tp_getattro, tee_getattro},
     {Py_tp_doc, "_TeeWriter(inner, user_stream, name)\n--\n\n"
                 "Writes to the coglet log writer and to a stream user code installed."},
     {Py_tp_new, tee_new},

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,7 +31,6 @@ typedef struct wslot {
     pthread_mutex_t write_lock;
     frame_decoder dec;
     /* guarded by the worker's state lock */
-    json_t *job;        /* a predict frame waiting for the slot thread */
     char *current_id;   /* the prediction running, or NULL */
     unsigned long long current_seq; /* its dispatch number */
     unsigned long long seen_seq;    /* highest predict frame received on this slot */
@@ -49,7 +49,6 @@ typedef struct worker {
     int control_fd;
     pthread_mutex_t control_lock;
     pthread_mutex_t lock; /* slot states, early cancels */
-    pthread_cond_t cond;
     int quit;
     int num_slots;
     wslot *slots;
@@ -513,6 +512,31 @@ static int send_output(run_ctx *rc, PyObject *item, int final) {
     return 0;
 }
 
+/* The final (non-stream) value: inline JSON for `done`, or NULL after sending it another
+ * way (file, spill) or failing. */
+static json_t *encode_final(run_ctx *rc, PyObject *result) {
+    worker *w = rc->w;
+    PyObject *is_file = PyObject_CallMethod(w->runtime, "is_file_like", "O", result);
+    int file = is_file ? PyObject_IsTrue(is_file) : -1;
+    Py_XDECREF(is_file);
+    if (file != 0) {
+        if (file < 0)
+            PyErr_Clear();
+        send_output(rc, result, 1);
+        return NULL;
+    }
+    json_t *j = json_from_py(w, result, 0);
+    if (!j) {
+        fail_with_pyerr(rc, "Prediction failed: Failed to serialize output: ");
+        return NULL;
+    }
+    if (json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) > FRAME_MAX_PAYLOAD - 4096) {
+        spill_output(rc, j);
+        return NULL;
+    }
+    return j;
+}
+
 /* Iterates a generator, sending each item as it is produced. */
 static int stream_iterable(run_ctx *rc, PyObject *it, const char *iter_prefix) {
     for (;;) {
@@ -545,6 +569,7 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
     const char *output_dir = json_string_value(json_object_get(job, "output_dir"));
     run_ctx rc = {.w = w, .s = s, .id = id, .output_dir = output_dir ? output_dir : "/tmp/coglet/outputs"};
     int stream = 0, cancelled = 0;
+    json_t *final_output = NULL; /* inline in `done` */
     PyObject *kwargs = NULL, *scope = NULL, *temps = NULL, *result = NULL, *context = NULL;
     PyObject *pid_token = NULL, *scope_token = NULL;
 
@@ -751,7 +776,7 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
                 Py_DECREF(it);
             }
         } else if (result != Py_None) {
-            send_output(&rc, result, 1);
+            final_output = encode_final(&rc, result);
         }
     }
 
@@ -812,8 +837,14 @@ finish:
         msg = json_pack("{s:s, s:s, s:s}", "type", "failed", "id", id, "error", rc.error ? rc.error : "");
     else if (stream)
         msg = json_pack("{s:s, s:s, s:b}", "type", "done", "id", id, "is_stream", 1);
-    else
+    else {
+        /* one frame: the final value rides in `done` (ours to change, SPEC 7 leaves it unused) */
         msg = json_pack("{s:s, s:s}", "type", "done", "id", id);
+        if (final_output)
+            json_object_set_new(msg, "output", final_output);
+        final_output = NULL;
+    }
+    json_decref(final_output);
     if (send_slot(s, msg, 1) != 0) {
         /* cannot reach the parent on this slot: poison it (SPEC 7.9) */
         s->poisoned = 1;
@@ -825,25 +856,42 @@ finish:
     free(rc.error);
 }
 
+/* Each slot thread reads its own socket (no hand-off through the main thread) and runs
+ * what arrives. EOF (the parent closed it, or shutdown) ends the thread. */
 static void *slot_thread(void *arg) {
     wslot *s = arg;
     worker *w = the_worker;
     PyGILState_STATE g = PyGILState_Ensure();
     PyThreadState *ts = PyEval_SaveThread();
-    for (;;) {
-        pthread_mutex_lock(&w->lock);
-        while (!s->job && !w->quit)
-            pthread_cond_wait(&w->cond, &w->lock);
-        json_t *job = s->job;
-        s->job = NULL;
-        pthread_mutex_unlock(&w->lock);
-        if (!job)
+    char *chunk = malloc(65536);
+    while (chunk && !w->quit) {
+        ssize_t got = read(s->fd, chunk, 65536);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0 || frame_decoder_feed(&s->dec, chunk, (size_t)got) != BUF_OK)
             break;
-        PyEval_RestoreThread(ts);
-        run_prediction(w, s, job);
-        ts = PyEval_SaveThread();
-        json_decref(job);
+        json_t *job;
+        char err[256];
+        int rc;
+        while ((rc = frame_decoder_next(&s->dec, &job, err, sizeof err)) == 1) {
+            const char *type = json_string_value(json_object_get(job, "type"));
+            if (!strcmp(type, "predict")) {
+                PyEval_RestoreThread(ts);
+                run_prediction(w, s, job);
+                ts = PyEval_SaveThread();
+            }
+            json_decref(job);
+        }
+        if (rc < 0) {
+            /* a broken frame on a slot: that slot is done for (SPEC 7.9) */
+            s->poisoned = 1;
+            char text[300];
+            snprintf(text, sizeof text, "Slot socket error: %s", err);
+            send_control(w, json_pack("{s:s, s:s, s:s}", "type", "failed", "slot", s->id, "error", text), 0);
+            break;
+        }
     }
+    free(chunk);
     PyEval_RestoreThread(ts);
     PyGILState_Release(g);
     return NULL;
@@ -869,7 +917,7 @@ static void handle_cancel(worker *w, json_t *msg, PyThreadState **ts) {
     int hit = s->running && (!seq || s->current_seq == seq);
     if (!hit) {
         if (seq > s->finished_seq)
-            s->cancel_seq = seq;
+            s->cancel_seq = seq; /* not started yet: applied when it starts */
         pthread_mutex_unlock(&w->lock);
         return;
     }
@@ -961,90 +1009,28 @@ static int handle_control(worker *w, json_t *msg, PyThreadState **ts) {
     return 0;
 }
 
-static void post_job(worker *w, wslot *s, json_t *msg) {
-    pthread_mutex_lock(&w->lock);
-    unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(msg, "seq"));
-    if (seq > s->seen_seq)
-        s->seen_seq = seq;
-    if (s->job || s->running || s->poisoned) {
-        pthread_mutex_unlock(&w->lock);
-        worker_log(w, "warn", "predict for a busy slot ignored", 0);
-        return;
-    }
-    s->job = json_incref(msg);
-    pthread_cond_broadcast(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-/* Polls until shutdown or EOF. Called without the GIL. */
+/* Reads control frames until shutdown or EOF. Called without the GIL. */
 static void control_loop(worker *w, PyThreadState **ts) {
-    int n = w->num_slots + 1;
-    struct pollfd *fds = calloc((size_t)n, sizeof *fds);
     frame_decoder ctl;
     frame_decoder_init(&ctl);
     char *chunk = malloc(65536);
-    if (!fds || !chunk)
-        goto done;
-    for (;;) {
-        fds[0].fd = w->control_fd;
-        fds[0].events = POLLIN;
-        for (int i = 0; i < w->num_slots; i++) {
-            fds[i + 1].fd = w->slots[i].fd;
-            fds[i + 1].events = POLLIN;
+    while (chunk) {
+        ssize_t got = read(w->control_fd, chunk, 65536);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0 || frame_decoder_feed(&ctl, chunk, (size_t)got) != BUF_OK)
+            break; /* parent gone */
+        json_t *msg;
+        char err[256];
+        int rc, stop = 0;
+        while (!stop && (rc = frame_decoder_next(&ctl, &msg, err, sizeof err)) == 1) {
+            stop = handle_control(w, msg, ts);
+            json_decref(msg);
         }
-        int r = poll(fds, (nfds_t)n, -1);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            goto done;
-        }
-        for (int i = 0; i < n; i++) {
-            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            frame_decoder *d = i == 0 ? &ctl : &w->slots[i - 1].dec;
-            ssize_t got = read(fds[i].fd, chunk, 65536);
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got <= 0) {
-                if (i == 0)
-                    goto done; /* parent gone */
-                w->slots[i - 1].fd = -1; /* poll ignores negative fds */
-                continue;
-            }
-            if (frame_decoder_feed(d, chunk, (size_t)got) != BUF_OK)
-                goto done;
-            json_t *msg;
-            char err[256];
-            int rc;
-            while ((rc = frame_decoder_next(d, &msg, err, sizeof err)) == 1) {
-                int stop = 0;
-                if (i == 0) {
-                    stop = handle_control(w, msg, ts);
-                } else {
-                    const char *type = json_string_value(json_object_get(msg, "type"));
-                    if (!strcmp(type, "predict"))
-                        post_job(w, &w->slots[i - 1], msg);
-                }
-                json_decref(msg);
-                if (stop)
-                    goto done;
-            }
-            if (rc < 0) {
-                if (i == 0)
-                    goto done;
-                /* a broken frame on a slot: that slot is done for (SPEC 7.9) */
-                wslot *bad = &w->slots[i - 1];
-                bad->fd = -1;
-                bad->poisoned = 1;
-                char text[300];
-                snprintf(text, sizeof text, "Slot socket error: %s", err);
-                send_control(w, json_pack("{s:s, s:s, s:s}", "type", "failed", "slot", bad->id, "error", text), 0);
-            }
-        }
+        if (stop || rc < 0)
+            break;
     }
-done:
     free(chunk);
-    free(fds);
     frame_decoder_free(&ctl);
 }
 
@@ -1193,7 +1179,6 @@ static int load_and_setup(worker *w, const char *ref) {
 static void worker_free(worker *w) {
     for (int i = 0; i < w->num_slots; i++) {
         wslot *s = &w->slots[i];
-        json_decref(s->job);
         free(s->current_id);
         frame_decoder_free(&s->dec);
         pthread_mutex_destroy(&s->write_lock);
@@ -1237,7 +1222,6 @@ PyObject *coglet_run_worker(PyObject *module) {
     w.control_fd = 3;
     pthread_mutex_init(&w.control_lock, NULL);
     pthread_mutex_init(&w.lock, NULL);
-    pthread_cond_init(&w.cond, NULL);
     w.cancel_exc = coglet_cancelation_exception(module);
     coglet_set_worker_active(1);
 
@@ -1341,9 +1325,10 @@ PyObject *coglet_run_worker(PyObject *module) {
     w.quit = 1;
     int busy = 0;
     for (int i = 0; i < w.num_slots; i++)
-        busy |= w.slots[i].running || w.slots[i].job;
-    pthread_cond_broadcast(&w.cond);
+        busy |= w.slots[i].running;
     pthread_mutex_unlock(&w.lock);
+    for (int i = 0; i < w.num_slots; i++)
+        shutdown(w.slots[i].fd, SHUT_RD); /* wakes a thread blocked in read() */
     if (busy) {
         PyEval_RestoreThread(ts);
         PyObject *out = PySys_GetObject("stdout");

@@ -635,6 +635,12 @@ static void on_slot_message(void *app, slot *s, json_t *msg) {
                       json_string_value(json_object_get(msg, "mode")));
     } else if (!strcmp(type, "done")) {
         p->is_stream = json_is_true(json_object_get(msg, "is_stream"));
+        json_t *out = json_object_get(msg, "output");
+        if (out) {
+            /* the final value, inline in done (one frame instead of two) */
+            json_array_append(p->outputs, out);
+            prediction_output_arrived(p, out, 0);
+        }
         prediction_ref(p);
         slot_finished(svc, s, p);
         p->done_pending = 1; /* the worker is free; uploads may still run */
