@@ -1,7 +1,9 @@
 """python -m coglet [REF] [--host H] [--port P] [--await-explicit-shutdown] [--train] [--upload-url U]
+python -m coglet schema [REF] [--train] [--generate]
 
-Serves a predictor. REF is `predict.py:Predictor`, `predict.py`, or `module:Name`; without
-it the `predict:` (or with --train, `train:`) entry of ./cog.yaml is used.
+Serves a predictor, or prints the OpenAPI schema it would serve. REF is
+`predict.py:Predictor`, `predict.py`, or `module:Name`; without it the `predict:` (or with
+--train, `train:`) entry of ./cog.yaml is used.
 """
 
 import argparse
@@ -29,7 +31,40 @@ def _ref_from_cog_yaml(key, path="cog.yaml"):
         return m.group(1).strip() if m else None
 
 
+def schema_main(argv):
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="python -m coglet schema",
+        description="Print the OpenAPI schema the server would serve: .cog/openapi_schema.json when "
+        "present, else one generated from the predictor's signature.",
+    )
+    parser.add_argument("ref", nargs="?", help="predictor reference, e.g. predict.py:Predictor")
+    parser.add_argument("--train", action="store_true", help="include train() (train mode)")
+    parser.add_argument("--generate", action="store_true", help="ignore .cog/openapi_schema.json")
+    args = parser.parse_args(argv)
+    ref = args.ref or _ref_from_cog_yaml("train" if args.train else "predict")
+    if ref is None:
+        parser.error("no REF given and no predict: entry in ./cog.yaml")
+    from coglet import _runtime
+
+    pred = _runtime.Predictor(ref, args.train)
+    if args.generate:
+        schema = _runtime.generate_schema(pred)
+    else:
+        schema = _runtime.read_schema(pred)
+    if schema is None:
+        print("no schema: the predictor's signature could not be read", file=sys.stderr)
+        return 1
+    json.dump(schema, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "schema":
+        return schema_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m coglet",
         description="Serve a Cog predictor over HTTP (coglet %s)." % coglet.__version__,

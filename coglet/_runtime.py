@@ -16,7 +16,9 @@ import json
 import mimetypes
 import os
 import queue
+import shutil
 import sys
+import tempfile
 import threading
 import types
 import typing
@@ -110,6 +112,9 @@ def _unwrap_field_defaults(fn):
     except Exception:
         return
     func = getattr(fn, "__func__", fn)
+    if not hasattr(func, "__coglet_input_defaults__"):
+        # kept for the schema generator, which needs the Input(...) metadata
+        func.__coglet_input_defaults__ = (func.__defaults__, func.__kwdefaults__)
     if func.__defaults__:
         func.__defaults__ = tuple(d.default if isinstance(d, FieldInfo) else d for d in func.__defaults__)
     if func.__kwdefaults__:
@@ -144,11 +149,13 @@ class Predictor:
                 raise ValueError("run() or predict() method not found on predictor")
             self.method_name = "run" if run else "predict"
             method = getattr(self.instance, self.method_name)
+        self.predict_method = method
         self.train = None
         if is_train:
             self.train = self.instance if self.is_function else getattr(self.instance, "train", None)
             if self.train is not None:
                 method, self.method_name = self.train, "train"
+                _unwrap_field_defaults(self.predict_method)
         self.method = method
         self.kind = _kind(method) if method is not None else SYNC
         if method is not None:
@@ -337,14 +344,39 @@ def prepare_input(pred, kwargs):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(lambda t: t[2].convert(), todo))
-        for (name, i, _), path in zip(todo, results):
+            futures = [pool.submit(_download, t[2]) for t in todo]
+        failure = None
+        for (name, i, _), fut in zip(todo, futures):
+            try:
+                path = fut.result()
+            except BaseException as e:  # the first failure is reported; the rest are cleaned up
+                failure = failure or e
+                continue
             temps.append(path)
             if i is None:
                 kwargs[name] = path
             else:
                 kwargs[name][i] = path
+        if failure is not None:
+            cleanup(temps)
+            raise failure
     return temps
+
+
+def _download(urlpath):
+    """URLPath.convert, except that a download that fails leaves no temp file behind."""
+    from cog.types import Path
+
+    dest = tempfile.NamedTemporaryFile(suffix=urlpath.filename, delete=False)
+    try:
+        shutil.copyfileobj(urlpath.fileobj, dest)
+        dest.close()
+    except BaseException:
+        dest.close()
+        os.unlink(dest.name)
+        raise
+    urlpath._path = Path(dest.name)
+    return urlpath._path
 
 
 def cleanup(temps):
@@ -470,17 +502,57 @@ def protect_std_streams(slot_writer_type, tee_writer_type):
 # ---- schema ----
 
 
-def read_schema():
+class _InputDefaults:
+    """Puts the Input(...) defaults back on the methods while a schema is generated."""
+
+    def __init__(self, *fns):
+        self.funcs = [getattr(f, "__func__", f) for f in fns if f is not None]
+        self.saved = []
+
+    def __enter__(self):
+        for func in self.funcs:
+            orig = getattr(func, "__coglet_input_defaults__", None)
+            if orig is not None:
+                self.saved.append((func, func.__defaults__, func.__kwdefaults__))
+                func.__defaults__, func.__kwdefaults__ = orig
+        return self
+
+    def __exit__(self, *exc):
+        for func, defaults, kwdefaults in self.saved:
+            func.__defaults__, func.__kwdefaults__ = defaults, kwdefaults
+        return False
+
+
+def generate_schema(pred):
+    from coglet import _schema
+
+    with _InputDefaults(pred.predict_method, pred.train):
+        return _schema.generate(pred.instance, pred.predict_method, train_method=pred.train)
+
+
+def read_schema(pred=None):
+    """The bundled .cog/openapi_schema.json (what `cog build` writes); without one, a schema
+    generated from the predictor's signature (the original serves none)."""
     path = os.path.join(".cog", "openapi_schema.json")
     try:
         with open(path, "rb") as f:
             schema = json.load(f)
-    except FileNotFoundError:
+        if isinstance(schema, dict):
+            return schema
+        print("coglet: ignoring %s: not a JSON object" % path, file=sys.stderr)
         return None
+    except FileNotFoundError:
+        pass
     except Exception as e:  # unparsable: no schema, said in the log
         print("coglet: ignoring unreadable %s: %s" % (path, e), file=sys.stderr)
         return None
-    return schema if isinstance(schema, dict) else None
+    if pred is None:
+        return None
+    try:
+        return generate_schema(pred)
+    except Exception as e:  # a schema we cannot build is not a reason to refuse predictions
+        print("coglet: cannot generate a schema from the predictor: %s" % pyerr(e), file=sys.stderr)
+        return None
 
 
 __all__ = ["Predictor", "CancelationException", "pyerr"]

@@ -136,11 +136,31 @@ def test_health_check_version(srv):
 # ---- GET /openapi.json ----
 
 
-def test_openapi_without_schema_is_503(srv):
+def test_openapi_without_bundle_is_generated(srv):
+    """No .cog/openapi_schema.json: the worker generates one from the signature (the
+    original answers 503 here)."""
     r = srv.get("/openapi.json")
-    assert r.status_code == 503
-    assert r.text == '{"error":"OpenAPI schema not available"}'
+    assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("application/json")
+    doc = r.json()
+    assert doc["openapi"] == "3.0.2"
+    assert doc["components"]["schemas"]["Input"]["type"] == "object"
+
+
+def test_openapi_health_only_is_503(tmp_path):
+    """Without a predictor there is no schema at all."""
+    from conftest import Server
+
+    srv = Server(tmp_path, [], launcher=[sys.executable, "-c",
+                                         "import coglet; coglet.server.serve(None, '127.0.0.1', 0)"])
+    try:
+        r = srv.get("/openapi.json")
+        assert r.status_code == 503
+        assert r.text == '{"error":"OpenAPI schema not available"}'
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert srv.health()["status"] == "UNKNOWN"
+    finally:
+        srv.stop()
 
 
 SCHEMA = {

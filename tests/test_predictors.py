@@ -144,11 +144,14 @@ def test_sys_exit_fails_only_that_prediction(kitchen):
     assert kitchen.health()["status"] == "READY"
 
 
-def test_unknown_kwarg_is_type_error(kitchen):
-    body = run(kitchen, mode="echo", bogus=1)
-    assert body["status"] == "failed"
-    assert body["error"].startswith("Prediction failed: TypeError: "), body
-    assert "bogus" in body["error"]
+def test_unknown_input_key_is_stripped(kitchen):
+    """With a schema (generated from the signature when none is bundled) unknown keys are
+    stripped at the edge (SPEC 6), so they never reach the predictor."""
+    body = run(kitchen, mode="echo", text="kept", bogus=1)
+    assert body["status"] == "succeeded", body
+    assert body["output"] == "kept"
+    line = kitchen.wait_log(r"stripped unknown input fields")
+    assert "bogus" in line
 
 
 def test_module_state_persists(kitchen):
@@ -311,9 +314,11 @@ def test_standalone_function(make_server):
     )
     assert s.health()["status"] == "READY", s.log_text()
     assert ok(s, x=21)["output"] == 42
-    body = run(s)
-    assert body["status"] == "failed"
-    assert "TypeError" in body["error"]
+    # the schema generated from the signature makes x required: a 422 at the edge
+    r = s.predict({})
+    assert r.status_code == 422, r.text
+    assert r.json() == {"detail": [{"loc": ["body", "input", "x"], "msg": "Field required",
+                                    "type": "value_error.missing"}]}
 
 
 def test_generator_predictor(make_server):

@@ -740,7 +740,10 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
                 Py_DECREF(fut);
                 if (!result) {
                     char *e = format_pyerr();
-                    if (is_cancelled(w, s) || strstr(e, "CancelledError") || strstr(e, "cancelled")) {
+                    /* cancelled when we cancelled it, or when it ended by a CancelledError; the
+                     * original also treats any text containing "cancelled" as a cancel, so a
+                     * ValueError("order cancelled") read as canceled there */
+                    if (is_cancelled(w, s) || !strncmp(e, "CancelledError", 14)) {
                         cancelled = 1;
                         free(e);
                     } else {
@@ -1294,7 +1297,7 @@ PyObject *coglet_run_worker(PyObject *module) {
         Py_RETURN_NONE; /* the parent was told; the worker exits after setup failure */
     }
 
-    PyObject *schema_obj = PyObject_CallMethod(w.runtime, "read_schema", NULL);
+    PyObject *schema_obj = PyObject_CallMethod(w.runtime, "read_schema", "O", w.pred);
     json_t *schema = NULL;
     if (schema_obj && schema_obj != Py_None)
         schema = json_from_py(&w, schema_obj, 0);

@@ -21,6 +21,8 @@ typedef struct hc_waiter {
 } hc_waiter;
 
 static const char *health_name(service *svc) {
+    if (svc->health == HEALTH_DEFUNCT)
+        return "DEFUNCT"; /* a user healthcheck result from before the crash means nothing now */
     if (svc->user_healthcheck_error)
         return "UNHEALTHY";
     switch (svc->health) {

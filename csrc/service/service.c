@@ -764,7 +764,10 @@ int service_start(service *svc, uv_loop_t *loop, const service_config *cfg) {
     log_info("coglet::transport::http::server", "Starting coglet server on %s", svc->bound);
     webhook_settings_from_env(&svc->webhook_settings);
     const char *urb = getenv("COGLET_UPLOAD_RETRY_BASE");
-    svc->upload_retry_base = urb && *urb ? atof(urb) : 0.5;
+    char *urb_end = NULL;
+    svc->upload_retry_base = urb && *urb ? strtod(urb, &urb_end) : 0.5;
+    if (!(svc->upload_retry_base >= 0) || (urb_end && *urb_end))
+        svc->upload_retry_base = 0.5;
     if (http_client_init(&svc->client, loop) == 0)
         svc->client_open = 1;
     uv_timer_init(loop, &svc->keepalive_timer);

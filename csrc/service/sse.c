@@ -108,12 +108,19 @@ static void sub_end(sse_sub *sub) {
 static void sub_write(sse_sub *sub, const char *text, size_t len) {
     http_conn *conn = sub->super.conn;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp) > LAG_BYTES) {
+        /* A reader this far behind is cut off (SPEC 3.9 counts 1024 events; we count the
+         * bytes the socket has not taken, which bounds memory the same way). */
         char msg[160];
         int n = snprintf(msg, sizeof msg,
                          "event: error\ndata: {\"error\":\"SSE stream lagged; events were dropped\",\"skipped\":%d}\n\n",
                          1);
         http_stream_write(conn, msg, (size_t)n);
+        prediction *p = sub->super.p;
+        prediction_ref(p);
         sub_end(sub);
+        if (p->created_sse && p->num_subs == 0 && p->in_registry)
+            service_cancel(p->svc, p->id); /* nobody is listening any more */
+        prediction_unref(p);
         return;
     }
     http_stream_write(conn, text, len);

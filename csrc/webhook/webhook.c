@@ -46,8 +46,11 @@ void webhook_settings_from_env(webhook_settings *s) {
     double t = env_double("COG_THROTTLE_RESPONSE_INTERVAL", 0.5);
     s->throttle_s = t < 0 ? 0 : (double)(long long)(t * 1000) / 1000.0; /* whole milliseconds */
     s->retry_base_s = env_double("COGLET_WEBHOOK_RETRY_BASE", 0.1);
+    if (s->retry_base_s < 0)
+        s->retry_base_s = 0.1;
     s->max_retries = 12;
-    s->timeout_ms = (long)(env_double("COGLET_WEBHOOK_TIMEOUT", 30.0) * 1000);
+    double timeout = env_double("COGLET_WEBHOOK_TIMEOUT", 30.0);
+    s->timeout_ms = (long)((timeout > 0 ? timeout : 30.0) * 1000);
 }
 
 unsigned webhook_parse_filter(const json_t *filter) {
