@@ -5,6 +5,7 @@ request it gets, and answers from a script of statuses.
     rx = Receiver([500, 503, 200])       # answers 500, then 503, then 200 from then on
     rx = Receiver(["drop", 200])         # first request: connection closed without an answer
     rx = Receiver(["hang", 200])         # first request: read, then never answered
+    rx = Receiver(["redirect 307 /b"])   # first request: 307 to /b
     rx = Receiver(hang=True)             # accepts and never answers anything
     rx = Receiver(port=p)                # listen on a given port
     url = refusing_url()                 # a free port with nothing listening
@@ -49,6 +50,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if action == "hang":
             rx._released.wait()
             self.close_connection = True
+            return
+        if isinstance(action, str) and action.startswith("redirect "):
+            _, code, location = action.split(" ", 2)
+            self.send_response(int(code))
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         if action == "drop":
             self.close_connection = True

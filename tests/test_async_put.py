@@ -183,6 +183,21 @@ def test_put_inflight_attaches_no_second_run(srv, files, make_receiver, prefer):
     assert len(rx.terminal(pid)) == 1
 
 
+def test_put_inflight_sse_without_streaming_406(srv, files):
+    r = srv.put("/predictions/attach-sse", {"input": {"text": "s", "gate": files.gate, "started": files.started,
+                                                      "runs": files.runs}}, headers=ASYNC)
+    assert r.status_code == 202
+    wait_file(files.started)
+    r = srv.put("/predictions/attach-sse", {"input": {"text": "t", "runs": files.runs}},
+                headers={"Accept": "text/event-stream"})
+    assert r.status_code == 406, r.text
+    assert r.json() == {"error": "This model does not support streaming responses. "
+                                 "Add @cog.streaming to predict() to enable SSE."}
+    files.open_gate()
+    srv.wait_status("READY")
+    assert files.run_lines() == ["s"]
+
+
 def test_put_inflight_logs_visible(srv, files):
     r = srv.put("/predictions/attach-logs", {"input": {"text": "L", "gate": files.gate, "started": files.started}},
                 headers=ASYNC)
