@@ -60,6 +60,7 @@ typedef struct worker {
     PyObject *method;
     PyObject *pred_id_var; /* ContextVar _coglet_prediction_id */
     PyObject *generator_type;
+    PyObject *pathlike_type, *iobase_type; /* file outputs */
     PyObject *cancel_exc;
     int kind_async, kind_asyncgen;
     int has_coercions;
@@ -432,6 +433,17 @@ static void fail_with_pyerr(run_ctx *rc, const char *prefix) {
 
 static void random_uuid(char *out);
 
+/* os.PathLike or io.IOBase; JSON-native values are answered without isinstance calls. */
+static int is_file_like(worker *w, PyObject *o) {
+    if (o == Py_None || PyUnicode_CheckExact(o) || PyLong_CheckExact(o) || PyFloat_CheckExact(o) ||
+        PyDict_CheckExact(o) || PyList_CheckExact(o) || PyTuple_CheckExact(o) || PyBool_Check(o))
+        return 0;
+    int r = PyObject_IsInstance(o, w->pathlike_type);
+    if (r != 0)
+        return r;
+    return PyObject_IsInstance(o, w->iobase_type);
+}
+
 static int mkdirs(const char *path) {
     char tmp[1400];
     snprintf(tmp, sizeof tmp, "%s", path);
@@ -476,13 +488,11 @@ static int send_output(run_ctx *rc, PyObject *item, int final) {
     worker *w = rc->w;
     const char *process_prefix =
         final ? "Prediction failed: Failed to process output: " : "Prediction failed: Failed to process output item: ";
-    PyObject *is_file = PyObject_CallMethod(w->runtime, "is_file_like", "O", item);
-    if (!is_file) {
+    int file = is_file_like(w, item);
+    if (file < 0) {
         fail_with_pyerr(rc, process_prefix);
         return -1;
     }
-    int file = PyObject_IsTrue(is_file);
-    Py_DECREF(is_file);
     if (file) {
         PyObject *t = PyObject_CallMethod(w->runtime, "file_output", "Osi", item, rc->output_dir, rc->files++);
         const char *path = NULL, *mime = NULL;
@@ -516,9 +526,7 @@ static int send_output(run_ctx *rc, PyObject *item, int final) {
  * way (file, spill) or failing. */
 static json_t *encode_final(run_ctx *rc, PyObject *result) {
     worker *w = rc->w;
-    PyObject *is_file = PyObject_CallMethod(w->runtime, "is_file_like", "O", result);
-    int file = is_file ? PyObject_IsTrue(is_file) : -1;
-    Py_XDECREF(is_file);
+    int file = is_file_like(w, result);
     if (file != 0) {
         if (file < 0)
             PyErr_Clear();
@@ -602,11 +610,15 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
         fail_with_pyerr(&rc, "Prediction failed: ");
         goto finish;
     }
-    pid_token = PyObject_CallMethod(w->pred_id_var, "set", "s", id);
-    scope_token = PyObject_CallMethod(sdk_scope_var(), "set", "O", scope);
-    if (!pid_token || !scope_token) {
-        fail_with_pyerr(&rc, "Prediction failed: ");
-        goto finish;
+    if (w->kind_async || w->kind_asyncgen) {
+        /* async predictions are told apart by context; a sync one by the process-wide
+         * sync slot and scope, so it skips the ContextVar round trips */
+        pid_token = PyObject_CallMethod(w->pred_id_var, "set", "s", id);
+        scope_token = PyObject_CallMethod(sdk_scope_var(), "set", "O", scope);
+        if (!pid_token || !scope_token) {
+            fail_with_pyerr(&rc, "Prediction failed: ");
+            goto finish;
+        }
     }
     json_t *input = json_object_get(job, "input");
     json_t *spilled = NULL;
@@ -1192,6 +1204,8 @@ static void worker_free(worker *w) {
     Py_XDECREF(w->method);
     Py_XDECREF(w->pred_id_var);
     Py_XDECREF(w->generator_type);
+    Py_XDECREF(w->pathlike_type);
+    Py_XDECREF(w->iobase_type);
 }
 
 static int install_writers(void) {
@@ -1241,8 +1255,10 @@ PyObject *coglet_run_worker(PyObject *module) {
     if (install_writers() < 0)
         return NULL;
     w.generator_type = import_attr("types", "GeneratorType");
+    w.pathlike_type = import_attr("os", "PathLike");
+    w.iobase_type = import_attr("io", "IOBase");
     PyObject *cv_cls = import_attr("contextvars", "ContextVar");
-    if (!w.generator_type || !cv_cls) {
+    if (!w.generator_type || !w.pathlike_type || !w.iobase_type || !cv_cls) {
         Py_XDECREF(cv_cls);
         return NULL;
     }

@@ -193,11 +193,14 @@ void service_finish(service *svc, prediction *p, pred_status status, const char 
         else
             p->output = json_incref(p->outputs);
     }
-    json_t *fields = json_pack("{s:s, s:s}", "prediction_id", p->id, "status", pred_status_name(status));
-    if (status == PRED_FAILED)
-        json_object_set_new(fields, "error", json_string(p->error ? p->error : ""));
-    log_event(status == PRED_FAILED ? LOG_WARN : LOG_INFO, "coglet::prediction", fields, "Prediction %s",
-              pred_status_name(status));
+    /* failures are worth a line at the default level; the rest only when debugging */
+    log_level level = status == PRED_FAILED ? LOG_WARN : LOG_DEBUG;
+    if (log_enabled(level, "coglet::prediction")) {
+        json_t *fields = json_pack("{s:s, s:s}", "prediction_id", p->id, "status", pred_status_name(status));
+        if (status == PRED_FAILED)
+            json_object_set_new(fields, "error", json_string(p->error ? p->error : ""));
+        log_event(level, "coglet::prediction", fields, "Prediction %s", pred_status_name(status));
+    }
     json_t *state = prediction_state_json(p, 0);
     prediction_emit(p, "completed", state);
     if (p->wh) {
