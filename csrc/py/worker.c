@@ -750,7 +750,9 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
                 s->future = NULL;
                 pthread_mutex_unlock(&w->lock);
                 Py_DECREF(fut);
-                if (!result) {
+                if (!result && rc.failed) {
+                    PyErr_Clear(); /* we stopped it ourselves: a bad item already failed it */
+                } else if (!result) {
                     char *e = format_pyerr();
                     /* cancelled when we cancelled it, or when it ended by a CancelledError; the
                      * original also treats any text containing "cancelled" as a cancel, so a
@@ -998,13 +1000,23 @@ static void start_healthcheck(worker *w, const char *id) {
     healthcheck_job *job = calloc(1, sizeof *job);
     pthread_t t;
     pthread_attr_t attr;
-    if (!job)
+    if (!job) {
+        send_control(w,
+                     json_pack("{s:s, s:s, s:s, s:s}", "type", "healthcheck_result", "id", id ? id : "", "status",
+                               "unhealthy", "error", "Healthcheck error: out of memory"),
+                     0);
         return;
+    }
     job->w = w;
     job->id = strdup(id ? id : "");
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, healthcheck_thread, job) != 0) {
+        /* the parent waits for an answer: give it one */
+        send_control(w,
+                     json_pack("{s:s, s:s, s:s, s:s}", "type", "healthcheck_result", "id", job->id, "status",
+                               "unhealthy", "error", "Healthcheck error: cannot start the healthcheck thread"),
+                     0);
         free(job->id);
         free(job);
     }
@@ -1329,7 +1341,13 @@ PyObject *coglet_run_worker(PyObject *module) {
     json_t *ready = json_pack("{s:s, s:o, s:b}", "type", "ready", "slots", slots, "has_healthcheck", has_hc);
     if (schema)
         json_object_set_new(ready, "schema", schema);
-    send_control(&w, ready, 1);
+    if (send_frame(w.control_fd, &w.control_lock, ready, 1) == -2 && schema) {
+        /* a schema over the frame cap: ready without it, and say why */
+        json_object_del(ready, "schema");
+        worker_log(&w, "warn", "OpenAPI schema over the 8 MiB frame limit; serving without a schema", 1);
+        send_frame(w.control_fd, &w.control_lock, ready, 1);
+    }
+    json_decref(ready);
     for (int i = 0; i < w.num_slots; i++)
         send_slot(&w.slots[i], json_pack("{s:s, s:i}", "type", "protocol_version", "version", 1), 1);
 

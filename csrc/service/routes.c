@@ -417,8 +417,10 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
     else
         json_incref(input);
     /* SPEC 6: strip, validate, inject nulls — before readiness and capacity (3.5) */
-    const validator *v = is_training ? (svc->training_validator ? svc->training_validator : svc->input_validator)
-                                     : svc->input_validator;
+    const validator *v = !is_training              ? svc->input_validator
+                         : svc->training_validator ? svc->training_validator
+                         : svc->training_schema_broken ? NULL
+                                                       : svc->input_validator;
     if (v) {
         json_t *detail = NULL, *stripped = NULL;
         int bad = validator_apply(v, input, &detail, &stripped);
@@ -490,7 +492,8 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
         /* subscribed before dispatch: the stream begins with `start` */
         p->created_sse = 1;
         p->record_events = 1;
-        if (sse_subscribe(svc, p, conn) != 0) {
+        if (sse_subscribe(svc, p, conn) != 0 || p->num_subs == 0) {
+            /* refused, or the client was already gone: nothing to run it for */
             orchestrator_release_slot(&svc->orch, s);
             prediction_unref(p);
             return;

@@ -250,6 +250,7 @@ void prediction_output_dir(const char *id, char *out, size_t outlen) {
 #define SHUTDOWN_WEBHOOK_WAIT_MS 3000
 
 static void send_predict(service *svc, prediction *p, slot *s, json_t *msg);
+static void spill_failed(service *svc, prediction *p, slot *s, const char *error);
 static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const char *outdir);
 
 static void random_hex(char *out, int n) {
@@ -264,6 +265,13 @@ static void random_hex(char *out, int n) {
 void service_dispatch(service *svc, prediction *p, slot *s) {
     service_register(svc, p);
     p->status = PRED_PROCESSING;
+    /* the slot and dispatch number first: a cancel raised by the events below (an SSE
+     * client already gone) must reach the worker, which holds it until the predict frame */
+    p->slot = s;
+    s->prediction = p;
+    prediction_ref(p); /* the slot's */
+    p->seq = ++s->seq;
+    prediction_ref(p);
     json_t *start = json_pack("{s:s, s:s}", "id", p->id, "status", "processing");
     prediction_emit(p, "start", start);
     json_decref(start);
@@ -272,12 +280,12 @@ void service_dispatch(service *svc, prediction *p, slot *s) {
         webhook_event(p->wh, WEBHOOK_START, state);
         json_decref(state);
     }
-    p->slot = s;
-    s->prediction = p;
-    prediction_ref(p); /* the slot's */
+    int gone = p->slot != s; /* finished meanwhile */
+    prediction_unref(p);
+    if (gone)
+        return;
     if (!p->input)
         p->input = json_object();
-    p->seq = ++s->seq;
     char dir[1200];
     prediction_output_dir(p->id, dir, sizeof dir);
     json_t *msg = json_pack("{s:s, s:s, s:I, s:O, s:s}", "type", "predict", "id", p->id, "seq", (json_int_t)p->seq,
@@ -393,16 +401,22 @@ static void spill_done(uv_work_t *req, int status) {
             char err[400];
             snprintf(err, sizeof err, "Failed to send request: cannot spill input: %.300s",
                      job->error[0] ? job->error : "cancelled");
-            slot *s = job->s;
-            s->prediction = NULL;
-            p->slot = NULL;
-            orchestrator_release_slot(&svc->orch, s);
-            service_finish(svc, p, PRED_FAILED, err);
-            prediction_unref(p); /* the slot's */
+            spill_failed(svc, p, job->s, err);
         }
     }
     prediction_unref(p);
     free(job);
+}
+
+/* Nothing reached the worker: the slot goes back, the prediction fails. */
+static void spill_failed(service *svc, prediction *p, slot *s, const char *error) {
+    if (p->slot == s) {
+        s->prediction = NULL;
+        p->slot = NULL;
+        orchestrator_release_slot(&svc->orch, s);
+        prediction_unref(p); /* the slot's */
+    }
+    service_finish(svc, p, PRED_FAILED, error);
 }
 
 static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const char *outdir) {
@@ -412,7 +426,7 @@ static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const
         free(job);
         free(text);
         json_decref(msg);
-        service_finish(svc, p, PRED_FAILED, "Failed to send request: out of memory spilling input");
+        spill_failed(svc, p, s, "Failed to send request: out of memory spilling input");
         return;
     }
     char uuid[40];
@@ -429,9 +443,9 @@ static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const
     if (uv_queue_work(svc->loop, &job->work, spill_write, spill_done) != 0) {
         free(text);
         json_decref(msg);
-        prediction_unref(p);
         free(job);
-        service_finish(svc, p, PRED_FAILED, "Failed to send request: thread pool unavailable");
+        spill_failed(svc, p, s, "Failed to send request: thread pool unavailable");
+        prediction_unref(p);
     }
 }
 
@@ -494,6 +508,7 @@ static void drop_validators(service *svc) {
     validator_free(svc->input_validator);
     validator_free(svc->training_validator);
     svc->input_validator = svc->training_validator = NULL;
+    svc->training_schema_broken = 0;
 }
 
 /* Validators are compiled once, here; one that does not compile is logged and skipped. */
@@ -507,6 +522,7 @@ static void compile_validators(service *svc, json_t *schema) {
     }
     if (json_object_get(schemas, "TrainingInput")) {
         svc->training_validator = validator_compile(schema, "TrainingInput", err, sizeof err);
+        svc->training_schema_broken = svc->training_validator == NULL;
         if (!svc->training_validator)
             log_warn(TARGET, "training input schema does not compile; training inputs are not validated: %s", err);
     }
@@ -852,14 +868,32 @@ static void force_phase(service *svc) {
     }
 }
 
+/* service_cancel may finish (and unregister) a prediction: walk a snapshot of the ids. */
+static void cancel_all(service *svc) {
+    int n = 0;
+    for (prediction *p = svc->registry; p; p = p->next)
+        n++;
+    char **ids = calloc((size_t)n + 1, sizeof *ids);
+    if (!ids)
+        return;
+    int i = 0;
+    for (prediction *p = svc->registry; p && i < n; p = p->next)
+        ids[i++] = strdup(p->id);
+    for (i = 0; i < n; i++) {
+        if (ids[i])
+            service_cancel(svc, ids[i]);
+        free(ids[i]);
+    }
+    free(ids);
+}
+
 static void on_grace_timer(uv_timer_t *t) {
     service *svc = t->data;
     if (!svc->grace_expired) {
         svc->grace_expired = 1;
         if (svc->num_inflight > 0)
             log_warn(TARGET, "shutdown grace period over: cancelling %d running prediction(s)", svc->num_inflight);
-        for (prediction *p = svc->registry; p; p = p->next)
-            service_cancel(svc, p->id);
+        cancel_all(svc);
         /* cancels get a few seconds to land before the hard stop */
         uv_timer_start(&svc->grace_timer, on_grace_timer, 5000, 0);
         maybe_finish_shutdown(svc);
@@ -955,8 +989,7 @@ void service_force_shutdown(service *svc) {
         service_begin_shutdown(svc, NULL);
     svc->grace_expired = 1;
     svc->forced = 1;
-    for (prediction *p = svc->registry; p; p = p->next)
-        service_cancel(svc, p->id);
+    cancel_all(svc);
     force_phase(svc);
     http_server_close_all(&svc->http);
     maybe_finish_shutdown(svc);

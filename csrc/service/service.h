@@ -80,6 +80,8 @@ struct prediction {
     int done_pending;     /* the worker said done; waiting for ops */
     webhook *wh;
     int created_sse;      /* canceled when its last SSE subscriber leaves */
+    int emitting;         /* inside prediction_emit's loop over subscribers */
+    int cancel_after_emit;
     int record_events;    /* the model streams: keep SSE history */
     event_ring history;
     sse_sub *subs;
@@ -118,6 +120,7 @@ struct service {
     json_t *schema;
     validator *input_validator;    /* components.schemas.Input */
     validator *training_validator; /* TrainingInput, else Input's */
+    int training_schema_broken;    /* TrainingInput there but not compilable: no validation */
     int streaming;
     int output_is_array;
     int has_training_input;

@@ -84,8 +84,11 @@ static void sub_abort(response *res) {
     prediction *p = res->p;
     sub_detach(sub);
     free(sub);
-    /* an SSE-created prediction ends when nobody listens any more (SPEC 3.9) */
-    if (p->created_sse && p->num_subs == 0 && p->in_registry) {
+    /* an SSE-created prediction ends when nobody listens any more (SPEC 3.9); while an
+     * event is being written to the subscribers the cancel waits for the loop to end */
+    if (p->created_sse && p->num_subs == 0 && p->in_registry && p->emitting) {
+        p->cancel_after_emit = 1;
+    } else if (p->created_sse && p->num_subs == 0 && p->in_registry) {
         log_event(LOG_INFO, TARGET, json_pack("{s:s}", "prediction_id", p->id),
                   "last SSE subscriber left; cancelling prediction");
         service_cancel(p->svc, p->id);
@@ -105,6 +108,10 @@ static void sub_end(sse_sub *sub) {
     prediction_unref(p);
 }
 
+/* Any write may find the peer gone and close the connection on the spot, which aborts and
+ * frees the subscriber: after each one, check it is still ours. */
+static int sub_alive(http_conn *conn, sse_sub *sub) { return !conn->closing && conn->app_data == &sub->super; }
+
 static void sub_write(sse_sub *sub, const char *text, size_t len) {
     http_conn *conn = sub->super.conn;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp) > LAG_BYTES) {
@@ -114,17 +121,19 @@ static void sub_write(sse_sub *sub, const char *text, size_t len) {
         int n = snprintf(msg, sizeof msg,
                          "event: error\ndata: {\"error\":\"SSE stream lagged; events were dropped\",\"skipped\":%d}\n\n",
                          1);
-        http_stream_write(conn, msg, (size_t)n);
         prediction *p = sub->super.p;
         prediction_ref(p);
-        sub_end(sub);
+        http_stream_write(conn, msg, (size_t)n);
+        if (sub_alive(conn, sub))
+            sub_end(sub);
         if (p->created_sse && p->num_subs == 0 && p->in_registry)
-            service_cancel(p->svc, p->id); /* nobody is listening any more */
+            p->cancel_after_emit = 1; /* nobody is listening any more; cancelled after the loop */
         prediction_unref(p);
         return;
     }
     http_stream_write(conn, text, len);
-    sub->last_write = now_monotonic();
+    if (sub_alive(conn, sub))
+        sub->last_write = now_monotonic();
 }
 
 void prediction_emit(prediction *p, const char *event, const json_t *data) {
@@ -138,14 +147,24 @@ void prediction_emit(prediction *p, const char *event, const json_t *data) {
         ring_push(&p->history, text, len);
     int terminal = !strcmp(event, "completed");
     prediction_ref(p);
+    p->emitting++;
     sse_sub *sub = p->subs;
     while (sub) {
-        sse_sub *next = sub->next;
+        sse_sub *next = sub->next; /* sub_write may free sub, never another */
         sub_write(sub, text, len);
         sub = next;
     }
+    p->emitting--;
     if (terminal)
         sse_close_all(p);
+    if (!p->emitting && p->cancel_after_emit) {
+        p->cancel_after_emit = 0;
+        if (p->in_registry) {
+            log_event(LOG_INFO, TARGET, json_pack("{s:s}", "prediction_id", p->id),
+                      "last SSE subscriber left; cancelling prediction");
+            service_cancel(p->svc, p->id);
+        }
+    }
     prediction_unref(p);
     free(text);
 }
@@ -166,16 +185,19 @@ int sse_subscribe(service *svc, prediction *p, http_conn *conn) {
         http_respond_json(conn, 500, "{\"error\":\"Prediction stream unavailable\"}");
         return 500;
     }
+    /* fully linked before the first write, so an abort during it finds a whole subscriber */
     sub->super.ops = &sse_ops;
     sub->super.conn = conn;
     sub->super.p = p;
     prediction_ref(p);
     conn->app_data = &sub->super;
-    http_stream_begin(conn, 200, "text/event-stream", "cache-control: no-cache\r\n");
     sub->last_write = now_monotonic();
     sub->next = p->subs;
     p->subs = sub;
     p->num_subs++;
+    http_stream_begin(conn, 200, "text/event-stream", "cache-control: no-cache\r\n");
+    if (!sub_alive(conn, sub))
+        return 0;
     event_ring *ring = &p->history;
     if (ring->evicted) {
         char msg[200];
@@ -184,10 +206,11 @@ int sse_subscribe(service *svc, prediction *p, http_conn *conn) {
                          "\"skipped\":%llu}\n\n",
                          ring->evicted);
         http_stream_write(conn, msg, (size_t)n);
-        sub_end(sub);
+        if (sub_alive(conn, sub))
+            sub_end(sub);
         return 0;
     }
-    for (size_t i = 0; i < ring->count; i++) {
+    for (size_t i = 0; i < ring->count && sub_alive(conn, sub); i++) {
         sse_event *e = &ring->events[(ring->start + i) % ring->cap];
         http_stream_write(conn, e->text, e->len);
     }
@@ -197,10 +220,14 @@ int sse_subscribe(service *svc, prediction *p, http_conn *conn) {
 void sse_keepalive_tick(service *svc) {
     double now = now_monotonic();
     for (prediction *p = svc->registry; p; p = p->next) {
-        for (sse_sub *sub = p->subs; sub; sub = sub->next) {
+        sse_sub *next;
+        for (sse_sub *sub = p->subs; sub; sub = next) {
+            next = sub->next; /* a failed write frees sub */
             if (now - sub->last_write >= KEEPALIVE_S) {
-                http_stream_write(sub->super.conn, ": keep-alive\n\n", 14);
-                sub->last_write = now;
+                http_conn *conn = sub->super.conn;
+                http_stream_write(conn, ": keep-alive\n\n", 14);
+                if (sub_alive(conn, sub))
+                    sub->last_write = now;
             }
         }
     }
