@@ -83,14 +83,8 @@ static long long parse_unsigned(const char *s) {
     return v;
 }
 
-static char *string_attr_call(const char *expr_module, const char *attr) {
-    PyObject *m = PyImport_ImportModule(expr_module);
-    if (!m) {
-        PyErr_Clear();
-        return NULL;
-    }
-    PyObject *v = PyObject_GetAttrString(m, attr);
-    Py_DECREF(m);
+/* A malloc'd copy of v when it is a str (NULL otherwise); steals v, clears any error. */
+static char *take_string(PyObject *v) {
     char *out = NULL;
     if (v && PyUnicode_Check(v)) {
         const char *s = PyUnicode_AsUTF8AndSize(v, NULL);
@@ -100,6 +94,17 @@ static char *string_attr_call(const char *expr_module, const char *attr) {
     Py_XDECREF(v);
     PyErr_Clear();
     return out;
+}
+
+static char *string_attr_call(const char *expr_module, const char *attr) {
+    PyObject *m = PyImport_ImportModule(expr_module);
+    if (!m) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *v = PyObject_GetAttrString(m, attr);
+    Py_DECREF(m);
+    return take_string(v);
 }
 
 /* cog.__version__ when cog is already imported, else its installed distribution's. */
@@ -114,15 +119,7 @@ static char *detect_cog_version(void) {
     }
     PyObject *v = PyObject_CallMethod(md, "version", "s", "cog");
     Py_DECREF(md);
-    char *out = NULL;
-    if (v && PyUnicode_Check(v)) {
-        const char *s = PyUnicode_AsUTF8AndSize(v, NULL);
-        if (s)
-            out = strdup(s);
-    }
-    Py_XDECREF(v);
-    PyErr_Clear();
-    return out;
+    return take_string(v);
 }
 
 static char *detect_python_version(void) {

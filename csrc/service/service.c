@@ -595,6 +595,15 @@ static void slot_finished(service *svc, slot *s, prediction *p) {
     orchestrator_release_slot(&svc->orch, s);
 }
 
+/* The worker is done with p (or gone): the slot is freed first, then p ends. */
+static void end_on_slot(service *svc, slot *s, prediction *p, pred_status status, const char *error) {
+    prediction_ref(p);
+    slot_finished(svc, s, p);
+    outputs_abort(svc, p);
+    service_finish(svc, p, status, error);
+    prediction_unref(p);
+}
+
 static void on_slot_message(void *app, slot *s, json_t *msg) {
     service *svc = app;
     prediction *p = s->prediction;
@@ -667,17 +676,9 @@ static void on_slot_message(void *app, slot *s, json_t *msg) {
         prediction_unref(p);
     } else if (!strcmp(type, "failed")) {
         const char *err = json_string_value(json_object_get(msg, "error"));
-        prediction_ref(p);
-        slot_finished(svc, s, p);
-        outputs_abort(svc, p);
-        service_finish(svc, p, PRED_FAILED, err ? err : "unknown error");
-        prediction_unref(p);
+        end_on_slot(svc, s, p, PRED_FAILED, err ? err : "unknown error");
     } else if (!strcmp(type, "cancelled")) {
-        prediction_ref(p);
-        slot_finished(svc, s, p);
-        outputs_abort(svc, p);
-        service_finish(svc, p, PRED_CANCELED, NULL);
-        prediction_unref(p);
+        end_on_slot(svc, s, p, PRED_CANCELED, NULL);
     } else {
         log_debug(TARGET, "ignoring slot message %s", type);
     }
@@ -707,13 +708,8 @@ static void on_slot_poisoned(void *app, slot *s, const char *error) {
     service *svc = app;
     prediction *p = s->prediction;
     log_error(TARGET, "slot %d poisoned: %s", s->index, error);
-    if (!p)
-        return;
-    prediction_ref(p);
-    slot_finished(svc, s, p);
-    outputs_abort(svc, p);
-    service_finish(svc, p, PRED_FAILED, error);
-    prediction_unref(p);
+    if (p)
+        end_on_slot(svc, s, p, PRED_FAILED, error);
 }
 
 static void on_worker_gone(void *app, const char *error) {
@@ -722,14 +718,8 @@ static void on_worker_gone(void *app, const char *error) {
     health_fail_waiters(svc, NULL);
     for (int i = 0; i < svc->cfg.max_concurrency; i++) {
         slot *s = &svc->orch.slots[i];
-        prediction *p = s->prediction;
-        if (!p)
-            continue;
-        prediction_ref(p);
-        slot_finished(svc, s, p);
-        outputs_abort(svc, p);
-        service_finish(svc, p, PRED_FAILED, error);
-        prediction_unref(p);
+        if (s->prediction)
+            end_on_slot(svc, s, s->prediction, PRED_FAILED, error);
     }
     maybe_finish_shutdown(svc);
 }

@@ -3,24 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runner.h"
+
 #include "common/buf.h"
 #include "common/json_out.h"
 #include "common/util.h"
 #include "ipc/frame.h"
 #include "service/metrics.h"
 
-static int failures, checks;
-#define CHECK(cond)                                                                                                    \
-    do {                                                                                                               \
-        checks++;                                                                                                      \
-        if (!(cond)) {                                                                                                 \
-            failures++;                                                                                                \
-            fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                         \
-        }                                                                                                              \
-    } while (0)
-
-typedef void (*test_fn)(void);
-#define TEST(name) static void name(void)
 
 TEST(buf_append_past_cap_fails_and_keeps_content) {
     buf b;
@@ -219,11 +209,7 @@ TEST(json_out_shortest_reals_sorted_keys_escapes) {
     }
 }
 
-static const struct {
-    const char *name;
-    test_fn fn;
-} tests[] = {
-#define T(n) {#n, n}
+static const test_case tests[] = {
     T(buf_append_past_cap_fails_and_keeps_content),
     T(buf_consume_and_printf),
     T(frame_roundtrip_byte_by_byte),
@@ -236,19 +222,4 @@ static const struct {
     T(json_out_shortest_reals_sorted_keys_escapes),
 };
 
-int main(void) {
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        int before = failures;
-        tests[i].fn();
-        if (failures == before) {
-            passed++;
-            printf("ok   %s\n", tests[i].name);
-        } else {
-            failed++;
-            printf("FAIL %s\n", tests[i].name);
-        }
-    }
-    printf("c-unit: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
-}
+int main(void) { return run_tests("c-unit", tests, sizeof tests / sizeof tests[0]); }

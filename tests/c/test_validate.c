@@ -3,23 +3,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "runner.h"
 #include <time.h>
 
 #include "common/json_out.h"
 #include "service/validate.h"
 
-static int failures, checks;
-#define CHECK(cond)                                                                                                    \
-    do {                                                                                                               \
-        checks++;                                                                                                      \
-        if (!(cond)) {                                                                                                 \
-            failures++;                                                                                                \
-            fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                         \
-        }                                                                                                              \
-    } while (0)
-
-typedef void (*test_fn)(void);
-#define TEST(name) static void name(void)
 
 static json_t *jq(const char *text) {
     char *s = strdup(text);
@@ -651,7 +641,7 @@ TEST(fifty_fields_valid_and_all_invalid) {
     validator_free(v);
 }
 
-TEST(fifty_fields_validate_in_microseconds) {
+TEST(fifty_fields_validate_repeatedly) {
     validator *v = compile_schemas(many_fields_schema(), NULL, 0);
     json_t *in = many_fields_input(1), *detail = NULL, *stripped = NULL;
     enum { ROUNDS = 2000 };
@@ -663,17 +653,12 @@ TEST(fifty_fields_validate_in_microseconds) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double us = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / 1e3 / ROUNDS;
     printf("     (%.2f us per 50-field input)\n", us);
-    CHECK(rc == 0);
-    CHECK(us < 500); /* generous: sanitizer builds are several times slower */
+    CHECK(rc == 0); /* the time is reported, never asserted: speed claims live in benchmarks/ */
     json_decref(in);
     validator_free(v);
 }
 
-static const struct {
-    const char *name;
-    test_fn fn;
-} tests[] = {
-#define T(n) {#n, n}
+static const test_case tests[] = {
     T(type_string_accepts_strings_rejects_others),
     T(type_integer_rejects_fractions_and_strings),
     T(type_integer_accepts_integral_real),
@@ -732,22 +717,7 @@ static const struct {
     T(nullable_required_property_gets_no_null),
     T(component_without_properties_strips_everything),
     T(fifty_fields_valid_and_all_invalid),
-    T(fifty_fields_validate_in_microseconds),
+    T(fifty_fields_validate_repeatedly),
 };
 
-int main(void) {
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        int before = failures;
-        tests[i].fn();
-        if (failures == before) {
-            passed++;
-            printf("ok   %s\n", tests[i].name);
-        } else {
-            failed++;
-            printf("FAIL %s\n", tests[i].name);
-        }
-    }
-    printf("c-validate: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
-}
+int main(void) { return run_tests("c-validate", tests, sizeof tests / sizeof tests[0]); }
