@@ -24,7 +24,7 @@ SANITIZE = os.environ.get("COGLET_SANITIZE", "") not in ("", "0")
 PKGS = [
     ("libuv", "libuv1-dev"),
     ("jansson", "libjansson-dev"),
-    ("libcurl", "libcurl4-openssl-dev"),
+    ("libcurl", "libcurl4-openssl-dev"),  # headers only: libcurl is dlopen'd on first use
     ("libpcre2-8", "libpcre2-dev"),
 ]
 LLHTTP_SRC_DIR = "/usr/share/llhttp"
@@ -52,7 +52,9 @@ def collect_libraries():
         if pkg_config("--exists", name) is None:
             die("%s not found by pkg-config: apt-get install %s" % (name, deb))
         cflags += pkg_config("--cflags", name)
-        libs += pkg_config("--libs", name)
+        if name != "libcurl":
+            libs += pkg_config("--libs", name)
+    libs.append("-ldl")
     sources = []  # third-party C compiled without our -Werror (see LLHTTP_LIB)
     if pkg_config("--exists", "libllhttp") is not None:
         cflags += pkg_config("--cflags", "libllhttp")

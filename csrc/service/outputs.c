@@ -347,6 +347,11 @@ void outputs_on_file(service *svc, prediction *p, json_t *msg) {
         op->kind = OP_OVERSIZED;
     } else if (svc->cfg.upload_url) {
         op->kind = OP_UPLOAD;
+        if (service_client(svc) != 0) {
+            asprintf(&op->error, "Failed to upload output %s: no HTTP client (libcurl could not be loaded)", op->path);
+            op_settle(op);
+            return;
+        }
         upload_start(op);
         return;
     } else {

@@ -480,7 +480,7 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
     if (json_is_object(ctx))
         json_object_update(p->context, ctx);
     const char *hook = json_string_value(json_object_get(body, "webhook"));
-    if (hook && svc->client_open) {
+    if (hook && service_client(svc) == 0) {
         unsigned events = webhook_parse_filter(json_object_get(body, "webhook_events_filter"));
         if (events)
             p->wh = webhook_new(&svc->client, &svc->webhook_settings, hook, events,

@@ -748,6 +748,17 @@ const orchestrator_ops service_orchestrator_ops = {
 
 static void on_keepalive(uv_timer_t *t) { sse_keepalive_tick(t->data); }
 
+int service_client(service *svc) {
+    if (svc->client_open)
+        return 0;
+    if (svc->shutting_down && svc->closing)
+        return -1;
+    if (http_client_init(&svc->client, svc->loop) != 0)
+        return -1;
+    svc->client_open = 1;
+    return 0;
+}
+
 static void on_webhook_deadline(uv_timer_t *t) {
     service *svc = t->data;
     svc->webhooks_abandoned = 1;
@@ -777,8 +788,6 @@ int service_start(service *svc, uv_loop_t *loop, const service_config *cfg) {
     svc->upload_retry_base = urb && *urb ? strtod(urb, &urb_end) : 0.5;
     if (!(svc->upload_retry_base >= 0) || (urb_end && *urb_end))
         svc->upload_retry_base = 0.5;
-    if (http_client_init(&svc->client, loop) == 0)
-        svc->client_open = 1;
     uv_timer_init(loop, &svc->keepalive_timer);
     uv_timer_init(loop, &svc->grace_timer);
     uv_timer_init(loop, &svc->webhook_timer);

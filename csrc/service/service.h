@@ -156,6 +156,8 @@ struct service {
 
 /* Binds (0 or a libuv error with *err set to text), then starts the worker. */
 int service_start(service *svc, uv_loop_t *loop, const service_config *cfg);
+/* The webhook/upload client, started on first use (libcurl loads then). 0 or -1. */
+int service_client(service *svc);
 /* Graceful stop: no new connections, in-flight requests end, worker told to shut down. */
 void service_begin_shutdown(service *svc, const char *why);
 /* A second signal: cancel everything and close now. */

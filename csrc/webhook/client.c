@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "common/log.h"
+#include "webhook/curl_lazy.h"
 #include "common/util.h"
 
 #define TARGET "coglet::webhook"
@@ -155,10 +156,10 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, v
 }
 
 int http_client_init(http_client *client, uv_loop_t *loop) {
-    static int global_done;
-    if (!global_done) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        global_done = 1;
+    char err[300];
+    if (curl_lazy_load(err, sizeof err) != 0) {
+        log_error(TARGET, "%s", err);
+        return UV_ENOSYS;
     }
     memset(client, 0, sizeof *client);
     client->loop = loop;

@@ -3,6 +3,9 @@
 #ifndef COGLET_CLIENT_H
 #define COGLET_CLIENT_H
 
+#ifndef CURL_DISABLE_TYPECHECK
+#define CURL_DISABLE_TYPECHECK 1 /* its wrappers are macros named like the functions (curl_lazy.h) */
+#endif
 #include <curl/curl.h>
 #include <stdio.h>
 #include <uv.h>
