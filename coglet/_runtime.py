@@ -6,7 +6,6 @@ the cog SDK when it is installed, else the same rules without it), setup, input 
 for File/Path/Secret fields, and encoding of objects that are not plain JSON values.
 """
 
-import asyncio
 import base64
 import dataclasses
 import enum
@@ -44,15 +43,25 @@ def pyerr(exc):
 
 
 # ---- loading ----
+#
+# cog is used only once the predictor's own module has imported it: importing it costs
+# ~190 ms of worker start-up (requests, urllib3...), and a predictor that never imports
+# cog cannot use its types. asyncio (~70 ms) is imported when an async piece needs it.
+
+
+def _cog_loaded():
+    return "cog" in sys.modules
 
 
 def _user_method_owner(cls, name):
-    try:
-        import cog.predictor as cp
+    stop = {object}
+    if _cog_loaded():
+        try:
+            import cog.predictor as cp
 
-        stop = {cp.BaseRunner, cp.BasePredictor, object}
-    except Exception:
-        stop = {object}
+            stop = {cp.BaseRunner, cp.BasePredictor, object}
+        except Exception:
+            pass
     for owner in inspect.getmro(cls):
         if owner in stop:
             break
@@ -73,22 +82,37 @@ def _load_without_cog(ref):
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     if not name:
+        # cog.predictor.load_predictor_from_ref's choice: a valid Runner, else Predictor
         runner = getattr(module, "Runner", None)
-        if runner is not None and (inspect.isclass(runner) or callable(runner)):
+        runner_error = None
+        if inspect.isclass(runner):
+            try:
+                _check_runner_class(runner, "Runner")
+            except ValueError as e:
+                runner_error = e
+        elif runner is not None and not callable(runner):
+            runner_error = TypeError("Runner exists but is not a class or callable")
+        if runner is not None and runner_error is None:
             name = "Runner"
         elif hasattr(module, "Predictor"):
             name = "Predictor"
+        elif runner_error is not None:
+            raise runner_error
         else:
             raise AttributeError("module %r has no Runner or Predictor" % module_name)
     obj = getattr(module, name)
     if inspect.isclass(obj):
-        run, predict = _user_method_owner(obj, "run"), _user_method_owner(obj, "predict")
-        if run and predict:
-            raise ValueError("%s must define either run() or predict(), not both" % name)
-        if not run and not predict:
-            raise ValueError("run or predict method not found: %s" % name)
+        _check_runner_class(obj, name)
         return obj()
     return obj
+
+
+def _check_runner_class(cls, name):
+    run, predict = _user_method_owner(cls, "run"), _user_method_owner(cls, "predict")
+    if run and predict:
+        raise ValueError("%s must define either run() or predict(), not both" % name)
+    if not run and not predict:
+        raise ValueError("run or predict method not found: %s" % name)
 
 
 def _resolve_ref(ref):
@@ -107,6 +131,8 @@ def _resolve_ref(ref):
 
 
 def _unwrap_field_defaults(fn):
+    if not _cog_loaded():
+        return  # no cog, no Input(...) defaults
     try:
         from cog.input import FieldInfo
     except Exception:
@@ -128,15 +154,8 @@ class Predictor:
 
     def __init__(self, ref, is_train):
         ref = _resolve_ref(ref)
-        try:
-            from cog.predictor import load_predictor_from_ref
-        except Exception:
-            load_predictor_from_ref = _load_without_cog
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.instance = load_predictor_from_ref(ref)
+        # the same rules as cog.predictor.load_predictor_from_ref, without importing cog
+        self.instance = _load_without_cog(ref)
         self.is_function = inspect.isfunction(self.instance)
         if self.is_function:
             method, self.method_name = self.instance, "standalone function"
@@ -172,6 +191,8 @@ class Predictor:
     def event_loop(self):
         """One asyncio loop in its own thread, shared by async setup and predictions."""
         if self.loop is None:
+            import asyncio
+
             loop = asyncio.new_event_loop()
             started = threading.Event()
 
@@ -190,6 +211,8 @@ class Predictor:
             return
         args = ()
         try:
+            if not _cog_loaded():
+                raise ImportError("cog not in use")
             from cog.predictor import extract_setup_weights, has_setup_weights
 
             if has_setup_weights(self.instance):
@@ -199,6 +222,8 @@ class Predictor:
             if "weights" in params:
                 args = (os.environ.get("COG_WEIGHTS"),)
         if inspect.iscoroutinefunction(self.setup_fn):
+            import asyncio
+
             fut = asyncio.run_coroutine_threadsafe(self.setup_fn(*args), self.event_loop())
             fut.result()
         else:
@@ -208,6 +233,7 @@ class Predictor:
 
     def submit(self, coro, pred_id_var, pred_id, scope_var, scope):
         """Runs an async prediction on the shared loop; returns the concurrent future."""
+        import asyncio
 
         async def run():
             pred_id_var.set(pred_id)
@@ -220,6 +246,8 @@ class Predictor:
         """Runs an async generator on the shared loop, handing each item over as it is
         yielded (the original collects them all first). Returns (future, queue); the
         queue ends with the sentinel `queue`."""
+        import asyncio
+
         q = queue.SimpleQueue()
 
         async def run():
@@ -242,6 +270,7 @@ class Predictor:
         hc = self.healthcheck
         if hc is None:
             return ("healthy", None)
+        import asyncio
         import concurrent.futures
 
         timed_out = "Healthcheck failed: user-defined healthcheck timed out after 5.0 seconds"
@@ -267,6 +296,8 @@ class Predictor:
 
 
 def _classify(annotation):
+    if not _cog_loaded():
+        return None  # cog's File/Path/Secret cannot be in a signature that never imported cog
     try:
         from cog.types import File, Path, Secret
     except Exception:

@@ -381,8 +381,9 @@ static int compile_pattern(compiler *c, schema_node *n, const json_t *pattern) {
     pcre2_set_compile_extra_options(cctx, PCRE2_EXTRA_ALT_BSUX);
     int code;
     PCRE2_SIZE offset;
+    /* UTF without UCP: \d \w \s stay ASCII as in ECMA-262, while \p{L} still works */
     n->pattern = pcre2_compile((PCRE2_SPTR)src, json_string_length(pattern),
-                               PCRE2_UTF | PCRE2_UCP | PCRE2_ALT_BSUX | PCRE2_DOLLAR_ENDONLY, &code, &offset, cctx);
+                               PCRE2_UTF | PCRE2_ALT_BSUX | PCRE2_DOLLAR_ENDONLY, &code, &offset, cctx);
     pcre2_compile_context_free(cctx);
     if (!n->pattern) {
         PCRE2_UCHAR msg[256];

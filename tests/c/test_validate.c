@@ -253,7 +253,9 @@ TEST(pattern_dollar_does_not_match_before_final_newline) {
 
 TEST(pattern_is_unicode_aware) {
     CHECK(field_msg_is("{'pattern':'^.$'}", "'\U0001F600'", NULL));
-    CHECK(field_msg_is("{'pattern':'^\\\\w+$'}", "'h\u00e9llo'", NULL));
+    /* ECMA-262: \w and \d are ASCII even in unicode mode; \p{...} is how to ask for more */
+    CHECK(field_msg_is("{'pattern':'^\\\\w+$'}", "'h\u00e9llo'", "\"h\u00e9llo\" does not match \"^\\w+$\""));
+    CHECK(field_msg_is("{'pattern':'^\\\\p{L}+$'}", "'h\u00e9llo'", NULL));
     CHECK(field_msg_is("{'pattern':'^\\\\u00e9$'}", "'\u00e9'", NULL)); /* ECMA-262 \uXXXX */
     CHECK(field_msg_is("{'pattern':'^\\\\p{Lu}'}", "'abc'", "\"abc\" does not match \"^\\p{Lu}\""));
 }
