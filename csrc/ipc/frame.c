@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/json_in.h"
+#include "common/json_out.h"
+
 void frame_decoder_init(frame_decoder *d) {
     buf_init(&d->in, FRAME_MAX_PAYLOAD + 4 + (1u << 20));
     d->pos = 0;
@@ -43,8 +46,8 @@ int frame_decoder_next(frame_decoder *d, json_t **msg, char *err, size_t errlen)
     }
     if (avail - 4 < n)
         return 0;
-    json_error_t jerr;
-    json_t *m = json_loadb(d->in.data + d->pos + 4, n, JSON_ALLOW_NUL, &jerr);
+    json_in_error jerr;
+    json_t *m = json_in_parse(d->in.data + d->pos + 4, n, &jerr);
     d->pos += 4 + n;
     if (!m) {
         snprintf(err, errlen, "invalid JSON frame: %s", jerr.text);
@@ -59,33 +62,62 @@ int frame_decoder_next(frame_decoder *d, json_t **msg, char *err, size_t errlen)
     return 1;
 }
 
-static const size_t json_flags = JSON_COMPACT;
-
+/* Encoded with json_out (one pass, no per-character stream layer), keys in insertion order. */
 int frame_encode(buf *out, const json_t *msg) {
-    size_t n = json_dumpb(msg, NULL, 0, json_flags);
-    if (n == 0 || n > FRAME_MAX_PAYLOAD)
+    size_t start = out->len;
+    if (buf_append(out, "\0\0\0\0", 4) != BUF_OK)
         return -1;
-    if (buf_reserve(out, n + 4) != BUF_OK)
+    if (json_out_append(out, msg, 0) != BUF_OK) {
+        out->len = start;
         return -1;
-    unsigned char *h = (unsigned char *)out->data + out->len;
+    }
+    size_t n = out->len - start - 4;
+    if (n > FRAME_MAX_PAYLOAD) {
+        out->len = start;
+        return -1;
+    }
+    unsigned char *h = (unsigned char *)out->data + start;
     h[0] = (unsigned char)(n >> 24);
     h[1] = (unsigned char)(n >> 16);
     h[2] = (unsigned char)(n >> 8);
     h[3] = (unsigned char)n;
-    if (json_dumpb(msg, out->data + out->len + 4, n, json_flags) != n)
-        return -1;
-    out->len += n + 4;
-    out->data[out->len] = '\0';
     return 0;
 }
 
 char *frame_encode_alloc(const json_t *msg, size_t *len) {
     buf b;
-    buf_init(&b, FRAME_MAX_PAYLOAD + 4);
+    buf_init(&b, FRAME_MAX_PAYLOAD + 4 + (1u << 20)); /* the cap is checked after encoding */
     if (frame_encode(&b, msg) != 0) {
         buf_free(&b);
         return NULL;
     }
     *len = b.len;
     return buf_steal(&b);
+}
+
+char *frame_encode_with_raw(const json_t *msg, const char *key, const char *raw, size_t rawlen, size_t *len) {
+    buf b;
+    buf_init(&b, FRAME_MAX_PAYLOAD + 4 + (1u << 20));
+    if (frame_encode(&b, msg) != 0 || b.len < 6)
+        goto failed;
+    /* msg's encoding ends with '}': splice ,"key":raw before it */
+    b.len--;
+    if (b.data[b.len - 1] != '{' && buf_append(&b, ",", 1) != BUF_OK)
+        goto failed;
+    if (buf_printf(&b, "\"%s\":", key) != BUF_OK || buf_append(&b, raw, rawlen) != BUF_OK ||
+        buf_append(&b, "}", 1) != BUF_OK)
+        goto failed;
+    size_t n = b.len - 4;
+    if (n > FRAME_MAX_PAYLOAD)
+        goto failed;
+    unsigned char *h = (unsigned char *)b.data;
+    h[0] = (unsigned char)(n >> 24);
+    h[1] = (unsigned char)(n >> 16);
+    h[2] = (unsigned char)(n >> 8);
+    h[3] = (unsigned char)n;
+    *len = b.len;
+    return buf_steal(&b);
+failed:
+    buf_free(&b);
+    return NULL;
 }

@@ -23,7 +23,12 @@ int frame_decoder_next(frame_decoder *d, json_t **msg, char *err, size_t errlen)
 
 /* Appends one frame for msg to out. -1 when the payload is over the cap or unencodable. */
 int frame_encode(buf *out, const json_t *msg);
-/* Serialises msg into a new malloc'd frame (header included). NULL on failure. */
+/* Serialises msg into a new malloc'd frame (header included). NULL on failure (also when
+ * the payload is over the cap). */
 char *frame_encode_alloc(const json_t *msg, size_t *len);
+
+/* msg's frame with one more member, "key": raw (already-encoded JSON text), spliced in
+ * without re-encoding it. NULL when over the cap or on failure. */
+char *frame_encode_with_raw(const json_t *msg, const char *key, const char *raw, size_t rawlen, size_t *len);
 
 #endif

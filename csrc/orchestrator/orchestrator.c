@@ -36,11 +36,8 @@ static void on_frame_written(uv_write_t *req, int status) {
     free(fw);
 }
 
-static int send_frame(uv_pipe_t *pipe, const json_t *msg) {
-    size_t len;
-    char *data = frame_encode_alloc(msg, &len);
-    if (!data)
-        return UV_E2BIG;
+/* Writes a whole frame (taking data). */
+static int send_raw(uv_pipe_t *pipe, char *data, size_t len) {
     uv_buf_t b = uv_buf_init(data, (unsigned)len);
     int n = uv_try_write((uv_stream_t *)pipe, &b, 1);
     if (n == (int)len) {
@@ -67,6 +64,22 @@ static int send_frame(uv_pipe_t *pipe, const json_t *msg) {
         free(fw);
     }
     return rc;
+}
+
+static int send_frame(uv_pipe_t *pipe, const json_t *msg) {
+    size_t len;
+    char *data = frame_encode_alloc(msg, &len);
+    if (!data)
+        return UV_E2BIG;
+    return send_raw(pipe, data, len);
+}
+
+int orchestrator_send_slot_raw(orchestrator *orch, slot *s, char *frame, size_t len) {
+    if (!s->pipe_open || orch->state != ORCH_READY) {
+        free(frame);
+        return UV_EPIPE;
+    }
+    return send_raw(&s->pipe, frame, len);
 }
 
 int orchestrator_send_slot(orchestrator *orch, slot *s, const json_t *msg) {

@@ -87,6 +87,8 @@ int orchestrator_free_slots(const orchestrator *orch);
 /* Frames to the worker; 0 or a libuv error. */
 int orchestrator_send_slot(orchestrator *orch, slot *s, const json_t *msg);
 int orchestrator_send_control(orchestrator *orch, const json_t *msg);
+/* An encoded frame (header included), taken. */
+int orchestrator_send_slot_raw(orchestrator *orch, slot *s, char *frame, size_t len);
 void orchestrator_poison(orchestrator *orch, slot *s);
 /* Sends `shutdown` (once the worker is up) and closes our ends; on_closed when every
  * handle is closed. The worker is never killed: it exits on shutdown or EOF. */

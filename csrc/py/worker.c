@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/json_out.h"
 #include "ipc/frame.h"
 #include "py/module.h"
 #include "py/sdk.h"
@@ -109,6 +110,18 @@ static int send_frame(int fd, pthread_mutex_t *lock, const json_t *msg, int have
     char *data = frame_encode_alloc(msg, &len);
     if (!data)
         return -2;
+    PyThreadState *ts = have_gil ? PyEval_SaveThread() : NULL;
+    pthread_mutex_lock(lock);
+    int rc = write_all(fd, data, len);
+    pthread_mutex_unlock(lock);
+    if (ts)
+        PyEval_RestoreThread(ts);
+    free(data);
+    return rc;
+}
+
+/* Sends an encoded frame (taken). */
+static int send_raw(int fd, pthread_mutex_t *lock, char *data, size_t len, int have_gil) {
     PyThreadState *ts = have_gil ? PyEval_SaveThread() : NULL;
     pthread_mutex_lock(lock);
     int rc = write_all(fd, data, len);
@@ -459,15 +472,19 @@ static int mkdirs(const char *path) {
 }
 
 /* SPEC 7.6: an output whose frame would pass the cap goes through a file the parent reads
- * (and deletes). */
-static int spill_output(run_ctx *rc, json_t *j) {
+ * (and deletes). Takes text. */
+static int spill_output(run_ctx *rc, char *text, size_t len) {
     char uuid[40], path[1500];
     random_uuid(uuid);
     snprintf(path, sizeof path, "%s/spill_%s.json", rc->output_dir, uuid);
     PyThreadState *ts = PyEval_SaveThread();
-    int ok = mkdirs(rc->output_dir) == 0 && json_dump_file(j, path, JSON_COMPACT | JSON_ENCODE_ANY) == 0;
+    int ok = mkdirs(rc->output_dir) == 0;
+    int fd = ok ? open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    ok = fd >= 0 && write_all(fd, text, len) == 0;
+    if (fd >= 0)
+        close(fd);
     PyEval_RestoreThread(ts);
-    json_decref(j);
+    free(text);
     if (!ok) {
         free(rc->error);
         rc->error = NULL;
@@ -481,6 +498,29 @@ static int spill_output(run_ctx *rc, json_t *j) {
               1);
     return 0;
 }
+
+/* A value's JSON text, encoded once (whatever frame or file it ends up in). NULL with rc
+ * failed. */
+static char *encode_value(run_ctx *rc, PyObject *value, int final, size_t *len) {
+    json_t *j = json_from_py(rc->w, value, 0);
+    if (!j) {
+        fail_with_pyerr(rc, final ? "Prediction failed: Failed to serialize output: "
+                                  : "Prediction failed: Failed to serialize output item: ");
+        return NULL;
+    }
+    char *text = json_out_string(j, 0);
+    json_decref(j);
+    if (!text) {
+        rc->failed = 1;
+        free(rc->error);
+        rc->error = strdup("Prediction failed: Failed to serialize output: out of memory");
+        return NULL;
+    }
+    *len = strlen(text);
+    return text;
+}
+
+#define INLINE_MAX (FRAME_MAX_PAYLOAD - 4096)
 
 /* Sends one output item: file-like → a file_output the parent turns into a data URL or
  * an upload; else encoded inline (or spilled). 0, or -1 with rc failed. */
@@ -510,39 +550,43 @@ static int send_output(run_ctx *rc, PyObject *item, int final) {
         send_slot(rc->s, msg, 1);
         return 0;
     }
-    json_t *j = json_from_py(w, item, 0);
-    if (!j) {
-        fail_with_pyerr(rc, final ? "Prediction failed: Failed to serialize output: "
-                                  : "Prediction failed: Failed to serialize output item: ");
+    size_t len;
+    char *text = encode_value(rc, item, final, &len);
+    if (!text)
+        return -1;
+    if (len > INLINE_MAX)
+        return spill_output(rc, text, len);
+    json_t *msg = json_pack("{s:s, s:i}", "type", "output_chunk", "index", rc->index++);
+    size_t flen;
+    char *frame = frame_encode_with_raw(msg, "output", text, len, &flen);
+    json_decref(msg);
+    free(text);
+    if (!frame) {
+        rc->failed = 1;
+        free(rc->error);
+        rc->error = strdup("Prediction failed: Failed to send output: cannot encode the frame");
         return -1;
     }
-    if (json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) > FRAME_MAX_PAYLOAD - 4096)
-        return spill_output(rc, j);
-    send_slot(rc->s, json_pack("{s:s, s:o, s:i}", "type", "output_chunk", "output", j, "index", rc->index++), 1);
+    send_raw(rc->s->fd, &rc->s->write_lock, frame, flen, 1);
     return 0;
 }
 
-/* The final (non-stream) value: inline JSON for `done`, or NULL after sending it another
+/* The final (non-stream) value's JSON text for `done`, or NULL after sending it another
  * way (file, spill) or failing. */
-static json_t *encode_final(run_ctx *rc, PyObject *result) {
-    worker *w = rc->w;
-    int file = is_file_like(w, result);
+static char *encode_final(run_ctx *rc, PyObject *result, size_t *len) {
+    int file = is_file_like(rc->w, result);
     if (file != 0) {
         if (file < 0)
             PyErr_Clear();
         send_output(rc, result, 1);
         return NULL;
     }
-    json_t *j = json_from_py(w, result, 0);
-    if (!j) {
-        fail_with_pyerr(rc, "Prediction failed: Failed to serialize output: ");
+    char *text = encode_value(rc, result, 1, len);
+    if (text && *len > INLINE_MAX) {
+        spill_output(rc, text, *len);
         return NULL;
     }
-    if (json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) > FRAME_MAX_PAYLOAD - 4096) {
-        spill_output(rc, j);
-        return NULL;
-    }
-    return j;
+    return text;
 }
 
 /* Iterates a generator, sending each item as it is produced. */
@@ -577,7 +621,8 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
     const char *output_dir = json_string_value(json_object_get(job, "output_dir"));
     run_ctx rc = {.w = w, .s = s, .id = id, .output_dir = output_dir ? output_dir : "/tmp/coglet/outputs"};
     int stream = 0, cancelled = 0;
-    json_t *final_output = NULL; /* inline in `done` */
+    char *final_text = NULL; /* the final value's JSON, inline in `done` */
+    size_t final_len = 0;
     PyObject *kwargs = NULL, *scope = NULL, *temps = NULL, *result = NULL, *context = NULL;
     PyObject *pid_token = NULL, *scope_token = NULL;
 
@@ -621,44 +666,27 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
         }
     }
     json_t *input = json_object_get(job, "input");
-    json_t *spilled = NULL;
     const char *input_file = json_string_value(json_object_get(job, "input_file"));
     if (!input && input_file) {
-        PyObject *data = PyObject_CallMethod(w->runtime, "read_spilled_input", "s", input_file);
-        json_error_t jerr;
-        Py_ssize_t dlen = 0;
-        const char *dptr = NULL;
-        if (data && PyBytes_Check(data)) {
-            dlen = PyBytes_Size(data);
-            dptr = PyBytes_AsString(data);
-        }
-        spilled = dptr ? json_loadb(dptr, (size_t)dlen, 0, &jerr) : NULL;
-        if (!spilled) {
-            char *e = data ? strdup(jerr.text) : format_pyerr();
-            Py_XDECREF(data);
-            rc.failed = 1;
-            if (asprintf(&rc.error, "Failed to rehydrate input: %s", e ? e : "?") < 0)
-                rc.error = NULL;
-            free(e);
+        kwargs = PyObject_CallMethod(w->runtime, "load_spilled_input", "s", input_file);
+        if (!kwargs) {
+            fail_with_pyerr(&rc, "Failed to rehydrate input: ");
             goto finish;
         }
-        Py_DECREF(data);
-        input = spilled;
-        json_object_set_new(job, "input", spilled); /* the job owns it now */
-    }
-    if (!input && !input_file) {
+    } else if (!input) {
         rc.failed = 1;
         rc.error = strdup("Failed to rehydrate input: predict frame has neither input nor input_file");
         goto finish;
+    } else {
+        kwargs = py_from_json(input);
+        if (!kwargs) {
+            fail_with_pyerr(&rc, "Input validation error: ");
+            goto finish;
+        }
     }
-    if (!json_is_object(input)) {
+    if (!PyDict_Check(kwargs)) {
         rc.failed = 1;
         rc.error = strdup("Input validation error: Input must be a JSON object");
-        goto finish;
-    }
-    kwargs = py_from_json(input);
-    if (!kwargs) {
-        fail_with_pyerr(&rc, "Input validation error: ");
         goto finish;
     }
     if (w->has_coercions) {
@@ -793,7 +821,7 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
                 Py_DECREF(it);
             }
         } else if (result != Py_None) {
-            final_output = encode_final(&rc, result);
+            final_text = encode_final(&rc, result, &final_len);
         }
     }
 
@@ -854,15 +882,20 @@ finish:
         msg = json_pack("{s:s, s:s, s:s}", "type", "failed", "id", id, "error", rc.error ? rc.error : "");
     else if (stream)
         msg = json_pack("{s:s, s:s, s:b}", "type", "done", "id", id, "is_stream", 1);
-    else {
-        /* one frame: the final value rides in `done` (ours to change, SPEC 7 leaves it unused) */
+    else
         msg = json_pack("{s:s, s:s}", "type", "done", "id", id);
-        if (final_output)
-            json_object_set_new(msg, "output", final_output);
-        final_output = NULL;
+    int sent;
+    if (final_text && !cancelled && !rc.failed) {
+        /* one frame: the final value rides in `done` (ours to change, SPEC 7 leaves it unused) */
+        size_t flen;
+        char *frame = frame_encode_with_raw(msg, "output", final_text, final_len, &flen);
+        json_decref(msg);
+        sent = frame ? send_raw(s->fd, &s->write_lock, frame, flen, 1) : -1;
+    } else {
+        sent = send_slot(s, msg, 1);
     }
-    json_decref(final_output);
-    if (send_slot(s, msg, 1) != 0) {
+    free(final_text);
+    if (sent != 0) {
         /* cannot reach the parent on this slot: poison it (SPEC 7.9) */
         s->poisoned = 1;
         send_control(w,

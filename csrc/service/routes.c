@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/json_in.h"
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -252,13 +253,11 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out) {
         respond_text(conn, 415, "Expected request with `Content-Type: application/json`");
         return -1;
     }
-    json_error_t err;
-    json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len,
-                              JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    json_in_error err;
+    json_t *body = json_in_parse(req->body.data ? req->body.data : "", req->body.len, &err);
     if (!body) {
         char text[512];
-        snprintf(text, sizeof text, "Failed to parse the request body as JSON: %s at line %d column %d", err.text,
-                 err.line, err.column);
+        snprintf(text, sizeof text, "Failed to parse the request body as JSON: %s", err.text);
         log_warn(TARGET, "%s", text);
         respond_text(conn, 400, text);
         return -1;

@@ -250,8 +250,9 @@ void prediction_output_dir(const char *id, char *out, size_t outlen) {
 #define SHUTDOWN_WEBHOOK_WAIT_MS 3000
 
 static void send_predict(service *svc, prediction *p, slot *s, json_t *msg);
+static void send_predict_with_input(service *svc, prediction *p, slot *s, json_t *msg, const buf *input);
 static void spill_failed(service *svc, prediction *p, slot *s, const char *error);
-static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const char *outdir);
+static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const char *outdir, char *text);
 
 static void random_hex(char *out, int n) {
     static const char hex[] = "0123456789abcdef";
@@ -298,13 +299,41 @@ void service_dispatch(service *svc, prediction *p, slot *s) {
         prediction_unref(p); /* the slot's */
         return;
     }
-    size_t input_len = json_dumpb(p->input, NULL, 0, JSON_COMPACT);
-    if (input_len > SPILL_THRESHOLD) {
-        spill_input(svc, p, s, msg, dir);
+    /* The input is encoded once: inline in the frame, or into the spill file. */
+    buf in;
+    buf_init(&in, HTTP_MAX_BODY * 2);
+    if (json_out_append(&in, p->input, 0) != BUF_OK) {
+        buf_free(&in);
+        json_decref(msg);
+        spill_failed(svc, p, s, "Failed to send request: cannot encode the input");
         return;
     }
-    json_object_set(msg, "input", p->input);
-    send_predict(svc, p, s, msg);
+    if (in.len > SPILL_THRESHOLD) {
+        spill_input(svc, p, s, msg, dir, buf_steal(&in));
+        return;
+    }
+    send_predict_with_input(svc, p, s, msg, &in);
+    buf_free(&in);
+}
+
+static void send_predict_with_input(service *svc, prediction *p, slot *s, json_t *msg, const buf *input) {
+    size_t len;
+    char *frame = frame_encode_with_raw(msg, "input", input->data, input->len, &len);
+    json_decref(msg);
+    if (!frame) {
+        spill_failed(svc, p, s, "Failed to send request: request over the frame limit");
+        return;
+    }
+    int rc = orchestrator_send_slot_raw(&svc->orch, s, frame, len);
+    if (rc != 0 && p->slot == s) {
+        char err[256];
+        snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", uv_strerror(rc));
+        s->prediction = NULL;
+        p->slot = NULL;
+        orchestrator_poison(&svc->orch, s);
+        service_finish(svc, p, PRED_FAILED, err);
+        prediction_unref(p); /* the slot's */
+    }
 }
 
 /* Sends the predict frame (consumed). */
@@ -419,9 +448,8 @@ static void spill_failed(service *svc, prediction *p, slot *s, const char *error
     service_finish(svc, p, PRED_FAILED, error);
 }
 
-static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const char *outdir) {
+static void spill_input(service *svc, prediction *p, slot *s, json_t *msg, const char *outdir, char *text) {
     spill_job *job = calloc(1, sizeof *job);
-    char *text = job ? json_dumps(p->input, JSON_COMPACT) : NULL;
     if (!job || !text) {
         free(job);
         free(text);
