@@ -91,6 +91,8 @@ const char *http_request_header(const http_request *req, const char *name); /* c
 /* A complete response. extra_headers: NULL or "name: value\r\n..." lines. */
 void http_respond(http_conn *conn, int status, const char *content_type, const char *body,
                   size_t len, const char *extra_headers);
+/* A JSON response whose malloc'd body is handed over (never copied, freed when written). */
+void http_respond_json_owned(http_conn *conn, int status, char *json);
 /* A JSON response; body is a compact JSON string. */
 void http_respond_json(http_conn *conn, int status, const char *json);
 /* Streaming (SSE): headers now, chunks as they come, end closes the request. */

@@ -230,12 +230,14 @@ typedef struct write_req {
     uv_write_t req;
     http_conn *conn;
     size_t len;
+    char *owned; /* a body handed over by the caller: freed with the request */
     char data[];
 } write_req;
 
 static void on_write(uv_write_t *req, int status) {
     write_req *wr = container_of(req, write_req, req);
     http_conn *conn = wr->conn;
+    free(wr->owned);
     free(wr);
     conn->writes_in_flight--;
     if (conn->closing)
@@ -248,10 +250,13 @@ static void on_write(uv_write_t *req, int status) {
         conn_close(conn);
 }
 
-/* Writes what the socket takes now, queues the rest (copied). */
-static void conn_writev(http_conn *conn, uv_buf_t *bufs, unsigned nbufs) {
-    if (conn->closing)
+/* Writes what the socket takes now and queues the rest: copied, except the last buffer
+ * when `owned` is it (taken; freed once written), so a large body is never copied. */
+static void conn_writev_owned(http_conn *conn, uv_buf_t *bufs, unsigned nbufs, char *owned) {
+    if (conn->closing) {
+        free(owned);
         return;
+    }
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++)
         total += bufs[i].len;
@@ -261,24 +266,32 @@ static void conn_writev(http_conn *conn, uv_buf_t *bufs, unsigned nbufs) {
         if (n > 0)
             done = (size_t)n;
         else if (n < 0 && n != UV_EAGAIN) {
+            free(owned);
             conn_close(conn);
             return;
         }
     }
     if (done == total) {
+        free(owned);
         if (conn->close_after_write && conn->writes_in_flight == 0)
             conn_close(conn);
         return;
     }
-    write_req *wr = malloc(sizeof *wr + (total - done));
+    /* the owned tail is referenced in place; everything before it is copied */
+    size_t tail = owned ? bufs[nbufs - 1].len : 0;
+    size_t copy_end = total - tail; /* bytes [0, copy_end) come from the other buffers */
+    size_t copy_len = done < copy_end ? copy_end - done : 0;
+    write_req *wr = malloc(sizeof *wr + copy_len);
     if (!wr) {
+        free(owned);
         conn_close(conn);
         return;
     }
     wr->conn = conn;
     wr->len = total - done;
+    wr->owned = owned;
     size_t skip = done, off = 0;
-    for (unsigned i = 0; i < nbufs; i++) {
+    for (unsigned i = 0; i < nbufs - (owned ? 1u : 0u); i++) {
         const char *p = bufs[i].base;
         size_t l = bufs[i].len;
         if (skip >= l) {
@@ -289,15 +302,25 @@ static void conn_writev(http_conn *conn, uv_buf_t *bufs, unsigned nbufs) {
         off += l - skip;
         skip = 0;
     }
-    uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
+    uv_buf_t out[2];
+    unsigned nout = 0;
+    if (copy_len)
+        out[nout++] = uv_buf_init(wr->data, (unsigned)copy_len);
+    if (owned) {
+        size_t from = done > copy_end ? done - copy_end : 0;
+        out[nout++] = uv_buf_init(owned + from, (unsigned)(tail - from));
+    }
     conn->writes_in_flight++;
-    int rc = uv_write(&wr->req, (uv_stream_t *)&conn->tcp, &b, 1, on_write);
+    int rc = uv_write(&wr->req, (uv_stream_t *)&conn->tcp, out, nout, on_write);
     if (rc < 0) {
         conn->writes_in_flight--;
+        free(wr->owned);
         free(wr);
         conn_close(conn);
     }
 }
+
+static void conn_writev(http_conn *conn, uv_buf_t *bufs, unsigned nbufs) { conn_writev_owned(conn, bufs, nbufs, NULL); }
 
 static void conn_write_raw(http_conn *conn, const char *data, size_t len) {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
@@ -503,10 +526,12 @@ static int write_head(buf *out, http_conn *conn, int status, const char *content
     return rc;
 }
 
-void http_respond(http_conn *conn, int status, const char *content_type, const char *body,
-                  size_t len, const char *extra_headers) {
-    if (conn->closing || !conn->request_pending)
+static void respond(http_conn *conn, int status, const char *content_type, const char *body, size_t len,
+                    const char *extra_headers, char *owned) {
+    if (conn->closing || !conn->request_pending) {
+        free(owned);
         return;
+    }
     /* Most heads fit on the stack: a buf over stack memory whose limit stops any realloc. */
     char head_mem[512];
     buf head = {.data = head_mem, .len = 0, .cap = sizeof head_mem, .limit = sizeof head_mem - 1};
@@ -516,16 +541,31 @@ void http_respond(http_conn *conn, int status, const char *content_type, const c
         on_heap = 1;
         if (write_head(&head, conn, status, content_type, (long)len, extra_headers) != BUF_OK) {
             buf_free(&head);
+            free(owned);
             conn_close(conn);
             return;
         }
     }
     uv_buf_t bufs[2] = {uv_buf_init(head.data, (unsigned)head.len), uv_buf_init((char *)body, (unsigned)len)};
-    conn_writev(conn, bufs, conn->req.is_head || len == 0 ? 1 : 2);
+    if (conn->req.is_head || len == 0) {
+        conn_writev(conn, bufs, 1);
+        free(owned);
+    } else {
+        conn_writev_owned(conn, bufs, 2, owned);
+    }
     if (on_heap)
         buf_free(&head);
     if (!conn->closing)
         conn_request_done(conn);
+}
+
+void http_respond(http_conn *conn, int status, const char *content_type, const char *body, size_t len,
+                  const char *extra_headers) {
+    respond(conn, status, content_type, body, len, extra_headers, NULL);
+}
+
+void http_respond_json_owned(http_conn *conn, int status, char *json) {
+    respond(conn, status, "application/json", json, strlen(json), NULL, json);
 }
 
 void http_respond_json(http_conn *conn, int status, const char *json) {

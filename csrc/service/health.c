@@ -66,8 +66,7 @@ static void write_health(service *svc, http_conn *conn) {
     char *text = json_out_string(o, 0); /* typed object: field order */
     json_decref(o);
     if (text) {
-        http_respond_json(conn, 200, text);
-        free(text);
+        http_respond_json_owned(conn, 200, text);
     } else {
         http_respond_json(conn, 500, "{\"error\":\"failed to encode response\"}");
     }

@@ -32,8 +32,7 @@ static void respond_json_value(http_conn *conn, int status, json_t *value, int f
         http_respond_json(conn, 500, "{\"error\":\"failed to encode response\"}");
         return;
     }
-    http_respond_json(conn, status, s);
-    free(s);
+    http_respond_json_owned(conn, status, s);
 }
 
 /* ---- GET / ---- */

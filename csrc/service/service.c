@@ -222,8 +222,7 @@ void service_finish(service *svc, prediction *p, pred_status status, const char 
         char *text = json_out_string(body, JSON_OUT_SORTED);
         json_decref(body);
         if (text) {
-            http_respond_json(conn, 200, text);
-            free(text);
+            http_respond_json_owned(conn, 200, text);
         } else {
             http_respond_json(conn, 500, "{\"error\":\"failed to encode response\"}");
         }
