@@ -55,9 +55,10 @@ test-c:
 fuzz:
 	$(MAKE) -C fuzz run
 
-# Side by side with the Rust coglet (benchmarks/.venv-anchor); not part of CI.
+# Side by side with the Rust coglet (benchmarks/.venv-anchor, built on first use); not part
+# of CI. BENCH_ARGS="--quick" for a short run.
 bench: build
-	$(VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
+	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
 
 format:
 	clang-format -i $$(git ls-files 'csrc/*.c' 'csrc/*.h' 'tests/c/*.c')

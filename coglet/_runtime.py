@@ -6,21 +6,17 @@ the cog SDK when it is installed, else the same rules without it), setup, input 
 for File/Path/Secret fields, and encoding of objects that are not plain JSON values.
 """
 
-import base64
-import dataclasses
-import enum
 import inspect
 import io
 import json
-import mimetypes
 import os
-import queue
-import shutil
 import sys
-import tempfile
 import threading
 import types
-import typing
+
+# base64, dataclasses, enum, mimetypes, queue, shutil, tempfile and typing are imported
+# where they are used: together they are a third of this module's import time, and most
+# predictions never need them (worker start-up is part of time-to-READY).
 
 from coglet import CancelationException
 
@@ -247,6 +243,7 @@ class Predictor:
         yielded (the original collects them all first). Returns (future, queue); the
         queue ends with the sentinel `queue`."""
         import asyncio
+        import queue
 
         q = queue.SimpleQueue()
 
@@ -298,6 +295,8 @@ class Predictor:
 def _classify(annotation):
     if not _cog_loaded():
         return None  # cog's File/Path/Secret cannot be in a signature that never imported cog
+    import typing
+
     try:
         from cog.types import File, Path, Secret
     except Exception:
@@ -326,6 +325,10 @@ def _classify(annotation):
 
 
 def _coercions(fn):
+    if not _cog_loaded():
+        return {}
+    import typing
+
     try:
         hints = typing.get_type_hints(fn)
     except Exception:
@@ -396,6 +399,9 @@ def prepare_input(pred, kwargs):
 
 def _download(urlpath):
     """URLPath.convert, except that a download that fails leaves no temp file behind."""
+    import shutil
+    import tempfile
+
     from cog.types import Path
 
     dest = tempfile.NamedTemporaryFile(suffix=urlpath.filename, delete=False)
@@ -426,6 +432,9 @@ def is_file_like(obj):
 
 
 def _data_uri_of(obj):
+    import base64
+    import mimetypes
+
     if isinstance(obj, os.PathLike):
         path = os.fspath(obj)
         with open(path, "rb") as f:
@@ -445,6 +454,8 @@ def _data_uri_of(obj):
 def file_output(obj, output_dir, n):
     """A top-level file output handed to the parent, which makes it a data URL or uploads
     it: (absolute path, MIME type or None, whether the file is ours to delete)."""
+    import mimetypes
+
     if isinstance(obj, os.PathLike):
         path = os.path.abspath(os.fspath(obj))
         owned = False
@@ -476,6 +487,9 @@ def load_spilled_input(path):
 def encode_other(obj):
     """One step of SPEC 8.4's recursive encoding for a value that is not a JSON-native
     type; the C encoder recurses into what this returns."""
+    import dataclasses
+    import enum
+
     dump = getattr(obj, "model_dump", None)
     if callable(dump):
         return dump()

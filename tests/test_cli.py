@@ -234,3 +234,30 @@ def test_cog_server_http_version_flag(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert coglet.__version__ in out.stdout
+
+
+def test_sigint_stops_even_when_started_with_it_ignored(tmp_path):
+    """A shell's background job starts with SIGINT ignored; SIGINT must still shut down
+    (SPEC 9.1), so serve() installs its own handler."""
+    import signal as _signal
+    import subprocess as _subprocess
+    import sys as _sys
+
+    from conftest import PORT_RE, SLOW
+
+    (tmp_path / "predict.py").write_text("class Predictor:\n    def predict(self) -> str:\n        return 'ok'\n")
+    proc = _subprocess.Popen(
+        [_sys.executable, "-m", "coglet", "predict.py:Predictor", "--port", "0", "--host", "127.0.0.1"],
+        cwd=str(tmp_path), stderr=_subprocess.PIPE, stdout=_subprocess.DEVNULL,
+        preexec_fn=lambda: _signal.signal(_signal.SIGINT, _signal.SIG_IGN),
+    )
+    try:
+        for raw in iter(proc.stderr.readline, b""):
+            if PORT_RE.search(raw.decode("utf-8", "replace")):
+                break
+        proc.send_signal(_signal.SIGINT)
+        assert proc.wait(timeout=20 * SLOW) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -26,7 +26,7 @@ typedef struct py_serve {
     int sigints;
 } py_serve;
 
-static volatile sig_atomic_t sigterm_seen;
+static volatile sig_atomic_t sigterm_seen, sigint_seen;
 
 static PyObject *on_sigterm(PyObject *self, PyObject *args) {
     (void)self, (void)args;
@@ -34,7 +34,14 @@ static PyObject *on_sigterm(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *on_sigint(PyObject *self, PyObject *args) {
+    (void)self, (void)args;
+    sigint_seen = 1;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef sigterm_def = {"_coglet_sigterm", on_sigterm, METH_VARARGS, NULL};
+static PyMethodDef sigint_def = {"_coglet_sigint", on_sigint, METH_VARARGS, NULL};
 
 static void signal_tick(uv_timer_t *timer) {
     py_serve *ps = container_of(timer, py_serve, signal_timer);
@@ -45,6 +52,10 @@ static void signal_tick(uv_timer_t *timer) {
         PyErr_Clear();
     }
     ps->saved_thread = PyEval_SaveThread();
+    if (sigint_seen) {
+        sigint_seen = 0;
+        interrupted = 1;
+    }
     if (interrupted) {
         if (ps->sigints++ == 0) {
             service_begin_shutdown(&ps->svc, "Received SIGINT, shutting down...");
@@ -171,15 +182,17 @@ static int in_main_thread(void) {
     return r;
 }
 
-/* signal.signal(SIGTERM, handler); returns the previous handler (new ref) or NULL. */
-static PyObject *set_sigterm(PyObject *handler) {
+/* signal.signal(signum, handler); returns the previous handler (new ref) or NULL. */
+static PyObject *set_handler(int signum, PyObject *handler) {
     PyObject *sig = PyImport_ImportModule("signal");
     if (!sig)
         return NULL;
-    PyObject *prev = PyObject_CallMethod(sig, "signal", "iO", SIGTERM, handler);
+    PyObject *prev = PyObject_CallMethod(sig, "signal", "iO", signum, handler);
     Py_DECREF(sig);
     return prev;
 }
+
+static PyObject *set_sigterm(PyObject *handler) { return set_handler(SIGTERM, handler); }
 
 PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
     (void)module;
@@ -241,8 +254,8 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
                   "Configuring subprocess worker via orchestrator");
     }
 
-    /* Signals: Python owns SIGINT; SIGTERM gets a handler that only sets a flag. */
-    PyObject *prev_sigterm = NULL;
+    /* Signals: SIGTERM and SIGINT get handlers that only set a flag, read by the timer. */
+    PyObject *prev_sigterm = NULL, *prev_sigint = NULL;
     int main_thread = in_main_thread();
     if (await_shutdown) {
         PyObject *sig = PyImport_ImportModule("signal");
@@ -259,7 +272,14 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
         if (!prev_sigterm)
             goto failed_early;
     }
-    sigterm_seen = 0;
+    sigterm_seen = sigint_seen = 0;
+    /* SIGINT always shuts down (SPEC 9.1), even when a shell started us with it ignored */
+    if (main_thread) {
+        PyObject *h = PyCFunction_New(&sigint_def, NULL);
+        prev_sigint = h ? set_handler(SIGINT, h) : NULL;
+        Py_XDECREF(h);
+        PyErr_Clear();
+    }
 
     py_serve *ps = calloc(1, sizeof *ps);
     if (!ps) {
@@ -310,18 +330,31 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
         Py_DECREF(prev_sigterm);
         PyErr_Clear();
     }
+    if (prev_sigint) {
+        PyObject *r = set_handler(SIGINT, prev_sigint);
+        Py_XDECREF(r);
+        Py_DECREF(prev_sigint);
+        PyErr_Clear();
+    }
     free(cog_version);
     free(py_version);
     free(python);
     Py_RETURN_NONE;
 
 failed_early:
-    if (prev_sigterm) {
+    if (prev_sigterm || prev_sigint) {
         PyObject *err_type, *err_value, *err_tb;
         PyErr_Fetch(&err_type, &err_value, &err_tb);
-        PyObject *r = set_sigterm(prev_sigterm);
-        Py_XDECREF(r);
-        Py_DECREF(prev_sigterm);
+        if (prev_sigterm) {
+            PyObject *r = set_sigterm(prev_sigterm);
+            Py_XDECREF(r);
+            Py_DECREF(prev_sigterm);
+        }
+        if (prev_sigint) {
+            PyObject *r = set_handler(SIGINT, prev_sigint);
+            Py_XDECREF(r);
+            Py_DECREF(prev_sigint);
+        }
         PyErr_Clear();
         PyErr_Restore(err_type, err_value, err_tb);
     }
