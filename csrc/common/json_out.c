@@ -157,9 +157,32 @@ int json_out_append(buf *out, const json_t *v, int flags) {
     return BUF_NOMEM;
 }
 
+/* A little over the encoded size (escapes aside): reserving it once spares a large value
+ * the copies of buffer doubling, and the transient peak they cost. */
+static size_t size_hint(const json_t *v, int depth) {
+    if (depth > 64)
+        return 0;
+    size_t n = 16;
+    if (json_is_string(v))
+        return n + json_string_length(v);
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item) n += size_hint(item, depth + 1);
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *item;
+        json_object_foreach((json_t *)v, k, item) n += 4 + strlen(k) + size_hint(item, depth + 1);
+    }
+    return n;
+}
+
 char *json_out_string(const json_t *v, int flags) {
     buf b;
     buf_init(&b, (size_t)1 << 30);
+    size_t hint = size_hint(v, 0);
+    if (hint > 4096)
+        buf_reserve(&b, hint);
     if (json_out_append(&b, v, flags) != BUF_OK) {
         buf_free(&b);
         return NULL;
