@@ -476,12 +476,6 @@ def file_output(obj, output_dir, n):
     return path, mimetypes.guess_type(path)[0], owned
 
 
-def load_spilled_input(path):
-    """SPEC 7.6: read, delete, then parse (json.loads builds the Python objects directly)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    os.unlink(path)
-    return json.loads(data)
 
 
 def encode_other(obj):

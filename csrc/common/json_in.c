@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/swar.h"
 
 #define MAX_DEPTH 128 /* serde_json's recursion limit */
 
@@ -117,8 +118,9 @@ static void put_utf8(buf *b, unsigned cp) {
 static int parse_string_raw(parser *ps, const char **out, size_t *len) {
     const unsigned char *s = ++ps->p;
     const unsigned char *q = s;
-    /* fast path: printable ASCII up to the closing quote */
+    /* fast path: printable ASCII up to the closing quote, eight bytes at a time */
     for (;;) {
+        q = swar_skip_plain(q, ps->end);
         while (q < ps->end && *q >= 0x20 && *q != '"' && *q != '\\' && *q < 0x80)
             q++;
         if (q >= ps->end) {

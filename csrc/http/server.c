@@ -160,6 +160,8 @@ static int on_headers_complete(llhttp_t *parser) {
     req->is_head = req->method == HTTP_HEAD;
     if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > HTTP_MAX_BODY)
         return reject(parser, 413, body_too_large, "body over limit");
+    if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > 65536)
+        buf_reserve(&req->body, (size_t)parser->content_length); /* once, not by doubling */
     const char *expect = http_request_header(req, "expect");
     if (expect && !strcasecmp(expect, "100-continue")) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
