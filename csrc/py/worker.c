@@ -106,11 +106,9 @@ static int write_all(int fd, const char *p, size_t n) {
 }
 
 /* Sends one frame. Releases the GIL around the lock and the write when it holds it. */
-static int send_frame(int fd, pthread_mutex_t *lock, const json_t *msg, int have_gil) {
-    size_t len;
-    char *data = frame_encode_alloc(msg, &len);
-    if (!data)
-        return -2;
+/* Sends an encoded frame (taken). Releases the GIL around the lock and the write when it
+ * holds it: a slow reader must not stall other Python threads. */
+static int send_raw(int fd, pthread_mutex_t *lock, char *data, size_t len, int have_gil) {
     PyThreadState *ts = have_gil ? PyEval_SaveThread() : NULL;
     pthread_mutex_lock(lock);
     int rc = write_all(fd, data, len);
@@ -121,16 +119,13 @@ static int send_frame(int fd, pthread_mutex_t *lock, const json_t *msg, int have
     return rc;
 }
 
-/* Sends an encoded frame (taken). */
-static int send_raw(int fd, pthread_mutex_t *lock, char *data, size_t len, int have_gil) {
-    PyThreadState *ts = have_gil ? PyEval_SaveThread() : NULL;
-    pthread_mutex_lock(lock);
-    int rc = write_all(fd, data, len);
-    pthread_mutex_unlock(lock);
-    if (ts)
-        PyEval_RestoreThread(ts);
-    free(data);
-    return rc;
+/* Sends one frame; -2 when it cannot be encoded (over the cap). */
+static int send_frame(int fd, pthread_mutex_t *lock, const json_t *msg, int have_gil) {
+    size_t len;
+    char *data = frame_encode_alloc(msg, &len);
+    if (!data)
+        return -2;
+    return send_raw(fd, lock, data, len, have_gil);
 }
 
 static int send_control(worker *w, json_t *msg, int have_gil) {
