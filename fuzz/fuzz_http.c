@@ -20,9 +20,20 @@ typedef struct later {
 
 static later *pending; /* at most one deferred answer */
 
+static void free_ctx(void *ctx) { free(ctx); }
+
 static void answer(http_conn *conn, http_request *req) {
     static const char body[] = "{\"ok\":true}";
-    static int flip;
+    static int flip, third;
+    if (++third % 3 == 0 && req->body.len) {
+        /* referenced pieces: the echoed body split in two, released once written */
+        char *copy = malloc(req->body.len);
+        memcpy(copy, req->body.data, req->body.len);
+        const char *parts[] = {copy, copy + req->body.len / 2};
+        size_t lens[] = {req->body.len / 2, req->body.len - req->body.len / 2};
+        http_respond_parts(conn, 200, "application/json", parts, lens, 2, free_ctx, copy);
+        return;
+    }
     /* alternate copied and handed-over bodies; echo the body so responses vary in size */
     if ((flip ^= 1) && req->body.len) {
         char *owned = malloc(req->body.len + 1);

@@ -182,6 +182,8 @@ static size_t size_hint(const json_t *v, int depth) {
     return n;
 }
 
+size_t json_out_size_hint(const json_t *v) { return size_hint(v, 0); }
+
 char *json_out_string(const json_t *v, int flags) {
     buf b;
     buf_init(&b, (size_t)1 << 30);
@@ -193,4 +195,148 @@ char *json_out_string(const json_t *v, int flags) {
         return NULL;
     }
     return buf_steal(&b);
+}
+
+/* jansson 2.x's private layout of a string value (value.c). Checked against the public
+ * accessors before it is written to, so a different layout falls back to copying. */
+typedef struct {
+    json_t json;
+    char *value;
+    size_t length;
+} jansson_string;
+
+json_t *json_string_adopt(char *text, size_t len) {
+    json_t *s = json_stringn_nocheck("", 0);
+    if (!s) {
+        free(text);
+        return NULL;
+    }
+    jansson_string *js = (jansson_string *)s;
+    if (js->value != json_string_value(s) || js->length != json_string_length(s) || js->length != 0) {
+        json_decref(s);
+        s = json_stringn_nocheck(text, len);
+        free(text);
+        return s;
+    }
+    free(js->value);
+    js->value = text;
+    js->length = len;
+    return s;
+}
+
+/* ---- segments: big strings referenced, not copied ---- */
+
+typedef struct seg_encoder {
+    json_segments *segs;
+    size_t big;
+} seg_encoder;
+
+static int seg_push(json_segments *sg, const char *ptr, size_t len, char *owned) {
+    if (sg->n == sg->cap) {
+        size_t cap = sg->cap ? sg->cap * 2 : 8;
+        json_segment *v = realloc(sg->v, cap * sizeof *v);
+        if (!v) {
+            free(owned);
+            return BUF_NOMEM;
+        }
+        sg->v = v;
+        sg->cap = cap;
+    }
+    sg->v[sg->n++] = (json_segment){.ptr = ptr, .len = len, .owned = owned};
+    sg->total += len;
+    return BUF_OK;
+}
+
+/* The text so far becomes an owned segment. */
+static int seg_flush(json_segments *sg, buf *cur) {
+    if (!cur->len)
+        return BUF_OK;
+    size_t len = cur->len;
+    char *text = buf_steal(cur);
+    return seg_push(sg, text, len, text);
+}
+
+static int plain_ascii(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    p = swar_skip_plain(p, end);
+    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+        p++;
+    return p == end;
+}
+
+static int seg_encode(seg_encoder *e, buf *cur, const json_t *v, int flags) {
+    int rc;
+    switch (json_typeof(v)) {
+    case JSON_STRING: {
+        size_t len = json_string_length(v);
+        const char *s = json_string_value(v);
+        if (len < e->big || !plain_ascii(s, len))
+            return append_string(cur, s, len);
+        /* needs no escaping: the quotes are ours, the bytes are referenced in place */
+        if ((rc = buf_append(cur, "\"", 1)) || (rc = seg_flush(e->segs, cur)) ||
+            (rc = seg_push(e->segs, s, len, NULL)))
+            return rc;
+        return buf_append(cur, "\"", 1);
+    }
+    case JSON_ARRAY: {
+        if ((rc = buf_append(cur, "[", 1)))
+            return rc;
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n; i++) {
+            if (i && (rc = buf_append(cur, ",", 1)))
+                return rc;
+            if ((rc = seg_encode(e, cur, json_array_get(v, i), flags)))
+                return rc;
+        }
+        return buf_append(cur, "]", 1);
+    }
+    case JSON_OBJECT: {
+        size_t n = json_object_size(v);
+        const char **keys = malloc((n ? n : 1) * sizeof *keys);
+        if (!keys)
+            return BUF_NOMEM;
+        size_t i = 0;
+        const char *k;
+        json_t *val;
+        json_object_foreach((json_t *)v, k, val) keys[i++] = k;
+        if (flags & JSON_OUT_SORTED)
+            qsort(keys, n, sizeof *keys, cmp_keys);
+        rc = buf_append(cur, "{", 1);
+        for (i = 0; i < n && !rc; i++) {
+            if (i)
+                rc = buf_append(cur, ",", 1);
+            if (!rc)
+                rc = append_string(cur, keys[i], strlen(keys[i]));
+            if (!rc)
+                rc = buf_append(cur, ":", 1);
+            if (!rc)
+                rc = seg_encode(e, cur, json_object_get(v, keys[i]), flags);
+        }
+        free(keys);
+        return rc ? rc : buf_append(cur, "}", 1);
+    }
+    default:
+        return json_out_append(cur, v, flags);
+    }
+}
+
+int json_out_segments(const json_t *v, int flags, size_t big, json_segments *out) {
+    memset(out, 0, sizeof *out);
+    seg_encoder e = {.segs = out, .big = big};
+    buf cur;
+    buf_init(&cur, (size_t)1 << 30);
+    int rc = seg_encode(&e, &cur, v, flags);
+    if (!rc)
+        rc = seg_flush(out, &cur);
+    buf_free(&cur);
+    if (rc)
+        json_segments_free(out);
+    return rc;
+}
+
+void json_segments_free(json_segments *sg) {
+    for (size_t i = 0; i < sg->n; i++)
+        free(sg->v[i].owned);
+    free(sg->v);
+    memset(sg, 0, sizeof *sg);
 }

@@ -17,4 +17,29 @@ char *json_out_string(const json_t *v, int flags);
 /* Shortest round-trip text of a double, always with '.', 'e', or a non-finite marker. */
 int json_out_real(char *out, size_t outlen, double d);
 
+/* A little over the encoded size of v (escapes aside). */
+size_t json_out_size_hint(const json_t *v);
+
+/* A JSON string that takes over text (malloc'd, NUL at len) instead of copying it. */
+json_t *json_string_adopt(char *text, size_t len);
+
+/* An encoding as a list of pieces, where strings of at least `big` bytes that need no
+ * escaping are referenced in place rather than copied: a response carrying an 85 MB data
+ * URL is written without a second copy of it. The referenced strings must outlive the
+ * segments. */
+typedef struct json_segment {
+    const char *ptr;
+    size_t len;
+    char *owned; /* freed with the segments (NULL for a reference) */
+} json_segment;
+
+typedef struct json_segments {
+    json_segment *v;
+    size_t n, cap;
+    size_t total;
+} json_segments;
+
+int json_out_segments(const json_t *v, int flags, size_t big, json_segments *out);
+void json_segments_free(json_segments *sg);
+
 #endif

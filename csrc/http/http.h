@@ -93,6 +93,10 @@ void http_respond(http_conn *conn, int status, const char *content_type, const c
                   size_t len, const char *extra_headers);
 /* A JSON response whose malloc'd body is handed over (never copied, freed when written). */
 void http_respond_json_owned(http_conn *conn, int status, char *json);
+/* A response whose body is `nparts` pieces referenced in place (no copy); release(ctx) once
+ * they are written (or the connection is gone). */
+void http_respond_parts(http_conn *conn, int status, const char *content_type, const char *const *parts,
+                        const size_t *lens, unsigned nparts, void (*release)(void *ctx), void *ctx);
 /* A JSON response; body is a compact JSON string. */
 void http_respond_json(http_conn *conn, int status, const char *json);
 /* Streaming (SSE): headers now, chunks as they come, end closes the request. */

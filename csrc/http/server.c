@@ -233,6 +233,8 @@ typedef struct write_req {
     http_conn *conn;
     size_t len;
     char *owned; /* a body handed over by the caller: freed with the request */
+    void (*release)(void *ctx); /* referenced memory the caller frees once written */
+    void *release_ctx;
     char data[];
 } write_req;
 
@@ -240,6 +242,8 @@ static void on_write(uv_write_t *req, int status) {
     write_req *wr = container_of(req, write_req, req);
     http_conn *conn = wr->conn;
     free(wr->owned);
+    if (wr->release)
+        wr->release(wr->release_ctx);
     free(wr);
     conn->writes_in_flight--;
     if (conn->closing)
@@ -292,6 +296,7 @@ static void conn_writev_owned(http_conn *conn, uv_buf_t *bufs, unsigned nbufs, c
     wr->conn = conn;
     wr->len = total - done;
     wr->owned = owned;
+    wr->release = NULL;
     size_t skip = done, off = 0;
     for (unsigned i = 0; i < nbufs - (owned ? 1u : 0u); i++) {
         const char *p = bufs[i].base;
@@ -568,6 +573,109 @@ void http_respond(http_conn *conn, int status, const char *content_type, const c
 
 void http_respond_json_owned(http_conn *conn, int status, char *json) {
     respond(conn, status, "application/json", json, strlen(json), NULL, json);
+}
+
+/* bufs[0] (the head) is copied when it cannot go at once; the rest is referenced until
+ * written, then release(ctx). */
+static void conn_writev_ref(http_conn *conn, uv_buf_t *bufs, unsigned nbufs, void (*release)(void *), void *ctx) {
+    if (conn->closing) {
+        release(ctx);
+        return;
+    }
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    size_t done = 0;
+    if (conn->writes_in_flight == 0) {
+        int n = uv_try_write((uv_stream_t *)&conn->tcp, bufs, nbufs);
+        if (n > 0)
+            done = (size_t)n;
+        else if (n < 0 && n != UV_EAGAIN) {
+            release(ctx);
+            conn_close(conn);
+            return;
+        }
+    }
+    if (done == total) {
+        release(ctx);
+        if (conn->close_after_write && conn->writes_in_flight == 0)
+            conn_close(conn);
+        return;
+    }
+    /* the unwritten part of the head is copied; the uv_buf_t array follows it, aligned */
+    size_t head_left = done < bufs[0].len ? bufs[0].len - done : 0;
+    size_t align = (head_left + 7) & ~(size_t)7;
+    write_req *wr = malloc(sizeof *wr + align + (nbufs + 1) * sizeof(uv_buf_t));
+    if (!wr) {
+        release(ctx);
+        conn_close(conn);
+        return;
+    }
+    wr->conn = conn;
+    wr->len = total - done;
+    wr->owned = NULL;
+    wr->release = release;
+    wr->release_ctx = ctx;
+    uv_buf_t *out;
+    out = (uv_buf_t *)(wr->data + align);
+    unsigned nout = 0;
+    size_t skip = done;
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t l = bufs[i].len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        if (i == 0) {
+            memcpy(wr->data, bufs[0].base + skip, l - skip);
+            out[nout++] = uv_buf_init(wr->data, (unsigned)(l - skip));
+        } else {
+            out[nout++] = uv_buf_init(bufs[i].base + skip, (unsigned)(l - skip));
+        }
+        skip = 0;
+    }
+    conn->writes_in_flight++;
+    int rc = uv_write(&wr->req, (uv_stream_t *)&conn->tcp, out, nout, on_write);
+    if (rc < 0) {
+        conn->writes_in_flight--;
+        free(wr);
+        release(ctx);
+        conn_close(conn);
+    }
+}
+
+void http_respond_parts(http_conn *conn, int status, const char *content_type, const char *const *parts,
+                        const size_t *lens, unsigned nparts, void (*release)(void *ctx), void *ctx) {
+    if (conn->closing || !conn->request_pending) {
+        release(ctx);
+        return;
+    }
+    size_t total = 0;
+    for (unsigned i = 0; i < nparts; i++)
+        total += lens[i];
+    buf head;
+    buf_init(&head, 1 << 20);
+    if (write_head(&head, conn, status, content_type, (long)total, NULL) != BUF_OK) {
+        buf_free(&head);
+        release(ctx);
+        conn_close(conn);
+        return;
+    }
+    uv_buf_t *bufs = malloc((nparts + 1) * sizeof *bufs);
+    if (!bufs) {
+        buf_free(&head);
+        release(ctx);
+        conn_close(conn);
+        return;
+    }
+    bufs[0] = uv_buf_init(head.data, (unsigned)head.len);
+    for (unsigned i = 0; i < nparts; i++)
+        bufs[i + 1] = uv_buf_init((char *)parts[i], (unsigned)lens[i]);
+    conn_writev_ref(conn, bufs, conn->req.is_head ? 1 : nparts + 1, release, ctx);
+    free(bufs);
+    buf_free(&head);
+    if (!conn->closing)
+        conn_request_done(conn);
 }
 
 void http_respond_json(http_conn *conn, int status, const char *json) {

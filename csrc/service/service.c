@@ -147,6 +147,57 @@ void service_unregister(service *svc, prediction *p) {
 
 static void maybe_finish_shutdown(service *svc);
 
+/* ---- response bodies ---- */
+
+#define SEGMENT_MIN ((size_t)1 << 20)
+
+typedef struct segmented_body {
+    json_t *body; /* keeps the referenced strings alive */
+    json_segments segs;
+} segmented_body;
+
+static void segmented_body_release(void *ctx) {
+    segmented_body *sb = ctx;
+    json_segments_free(&sb->segs);
+    json_decref(sb->body);
+    free(sb);
+}
+
+/* Sends body (taken) as JSON with sorted keys. A large one goes out in pieces that reference
+ * its big strings where they are (a data-URL output is never copied into the body). */
+void respond_json_body(http_conn *conn, int status, json_t *body) {
+    if (json_out_size_hint(body) >= SEGMENT_MIN) {
+        segmented_body *sb = calloc(1, sizeof *sb);
+        if (sb && json_out_segments(body, JSON_OUT_SORTED, SEGMENT_MIN, &sb->segs) == BUF_OK) {
+            sb->body = body;
+            const char **parts = malloc(sb->segs.n * sizeof *parts);
+            size_t *lens = malloc(sb->segs.n * sizeof *lens);
+            if (parts && lens) {
+                for (size_t i = 0; i < sb->segs.n; i++) {
+                    parts[i] = sb->segs.v[i].ptr;
+                    lens[i] = sb->segs.v[i].len;
+                }
+                http_respond_parts(conn, status, "application/json", parts, lens, (unsigned)sb->segs.n,
+                                   segmented_body_release, sb);
+                free(parts);
+                free(lens);
+                return;
+            }
+            free(parts);
+            free(lens);
+            sb->body = NULL;
+            json_segments_free(&sb->segs);
+        }
+        free(sb);
+    }
+    char *text = json_out_string(body, JSON_OUT_SORTED);
+    json_decref(body);
+    if (text)
+        http_respond_json_owned(conn, status, text);
+    else
+        http_respond_json(conn, 500, "{\"error\":\"failed to encode response\"}");
+}
+
 static void pending_wh_add(service *svc, webhook *wh) {
     if (svc->num_pending_wh == svc->cap_pending_wh) {
         int cap = svc->cap_pending_wh ? svc->cap_pending_wh * 2 : 16;
@@ -218,14 +269,7 @@ void service_finish(service *svc, prediction *p, pred_status status, const char 
         p->sync_res = NULL;
         conn->app_data = NULL;
         free(res);
-        json_t *body = prediction_sync_json(p);
-        char *text = json_out_string(body, JSON_OUT_SORTED);
-        json_decref(body);
-        if (text) {
-            http_respond_json_owned(conn, 200, text);
-        } else {
-            http_respond_json(conn, 500, "{\"error\":\"failed to encode response\"}");
-        }
+        respond_json_body(conn, 200, prediction_sync_json(p));
         prediction_unref(p); /* the waiter's reference */
     }
     prediction_unref(p);

@@ -163,6 +163,9 @@ void service_begin_shutdown(service *svc, const char *why);
 /* A second signal: cancel everything and close now. */
 void service_force_shutdown(service *svc);
 
+/* Sends body (taken) as sorted-key JSON; large bodies reference their big strings. */
+void respond_json_body(http_conn *conn, int status, json_t *body);
+
 /* predictions */
 prediction *prediction_new(service *svc, const char *id, int is_training);
 void prediction_ref(prediction *p);

@@ -282,6 +282,38 @@ TEST(json_in_large_string_round_trips) {
     free(text);
 }
 
+TEST(json_string_adopt_takes_the_buffer) {
+    char *text = strdup("data:text/plain;base64,aGk=");
+    json_t *s = json_string_adopt(text, strlen(text));
+    CHECK(s && json_string_value(s) == text); /* the same memory: no copy */
+    CHECK(json_string_length(s) == strlen("data:text/plain;base64,aGk="));
+    json_decref(s);                            /* and freed with the value */
+}
+
+TEST(json_segments_reference_big_strings) {
+    size_t n = 5000;
+    char *big = malloc(n + 1);
+    memset(big, 'A', n);
+    big[n] = '\0';
+    json_t *v = json_pack("{s:s, s:[s, i], s:s}", "b", "small", "a", big, 1, "c", "q\"uote");
+    json_segments sg;
+    CHECK(json_out_segments(v, JSON_OUT_SORTED, 1000, &sg) == 0);
+    char *whole = json_out_string(v, JSON_OUT_SORTED);
+    size_t off = 0;
+    int same = 1, referenced = 0;
+    for (size_t i = 0; i < sg.n; i++) {
+        same &= !memcmp(whole + off, sg.v[i].ptr, sg.v[i].len);
+        off += sg.v[i].len;
+        referenced += sg.v[i].ptr == json_string_value(json_array_get(json_object_get(v, "a"), 0));
+    }
+    CHECK(same && off == strlen(whole) && sg.total == off); /* concatenated: the same text */
+    CHECK(referenced == 1);                                  /* the big string, in place */
+    json_segments_free(&sg);
+    free(whole);
+    json_decref(v);
+    free(big);
+}
+
 static const test_case tests[] = {
     T(buf_append_past_cap_fails_and_keeps_content),
     T(buf_consume_and_printf),
@@ -296,6 +328,8 @@ static const test_case tests[] = {
     T(json_in_values_match_jansson),
     T(json_in_errors_name_the_place),
     T(json_in_large_string_round_trips),
+    T(json_string_adopt_takes_the_buffer),
+    T(json_segments_reference_big_strings),
 };
 
 int main(void) { return run_tests("c-unit", tests, sizeof tests / sizeof tests[0]); }
