@@ -501,3 +501,92 @@ json_t *json_in_parse(const char *data, size_t len, json_in_error *err) {
     buf_free(&ps.scratch);
     return v;
 }
+
+/* ---- spans: where a member's value sits in the raw text ---- */
+
+static const unsigned char *skip_ws_raw(const unsigned char *p, const unsigned char *end) {
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* Past the string at p (its opening quote); NULL if unterminated. */
+static const unsigned char *skip_string_raw(const unsigned char *p, const unsigned char *end) {
+    p++;
+    for (;;) {
+        p = swar_skip_plain(p, end);
+        while (p < end && *p != '"' && *p != '\\')
+            p++;
+        if (p >= end)
+            return NULL;
+        if (*p == '"')
+            return p + 1;
+        p += 2; /* an escape: skip the escaped byte */
+    }
+}
+
+/* Past one (already valid) value. */
+static const unsigned char *skip_value_raw(const unsigned char *p, const unsigned char *end) {
+    p = skip_ws_raw(p, end);
+    if (p >= end)
+        return NULL;
+    if (*p == '"')
+        return skip_string_raw(p, end);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (p < end) {
+            if (*p == '"') {
+                p = skip_string_raw(p, end);
+                if (!p)
+                    return NULL;
+                continue;
+            }
+            if (*p == '{' || *p == '[')
+                depth++;
+            else if ((*p == '}' || *p == ']') && --depth == 0)
+                return p + 1;
+            p++;
+        }
+        return NULL;
+    }
+    while (p < end && !strchr(",]} \t\r\n", *p))
+        p++;
+    return p;
+}
+
+int json_in_member_span(const char *data, size_t len, const char *key, size_t *off, size_t *vlen) {
+    const unsigned char *start = (const unsigned char *)data, *end = start + len;
+    const unsigned char *p = skip_ws_raw(start, end), *found = NULL, *found_end = NULL;
+    size_t klen = strlen(key);
+    if (p >= end || *p != '{')
+        return -1;
+    p = skip_ws_raw(p + 1, end);
+    while (p && p < end && *p == '"') {
+        const unsigned char *k = p + 1;
+        const unsigned char *kend = skip_string_raw(p, end);
+        if (!kend)
+            return -1;
+        int match = (size_t)(kend - 1 - k) == klen && !memcmp(k, key, klen);
+        p = skip_ws_raw(kend, end);
+        if (p >= end || *p != ':')
+            return -1;
+        const unsigned char *v = skip_ws_raw(p + 1, end);
+        p = skip_value_raw(v, end);
+        if (!p)
+            return -1;
+        if (match) { /* duplicates: the last wins, as in the parser */
+            found = v;
+            found_end = p;
+        }
+        p = skip_ws_raw(p, end);
+        if (p < end && *p == ',')
+            p = skip_ws_raw(p + 1, end);
+        else
+            break;
+    }
+    if (!found)
+        return -1;
+    *off = (size_t)(found - start);
+    *vlen = (size_t)(found_end - found);
+    return 0;
+}

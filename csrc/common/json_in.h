@@ -14,4 +14,8 @@ typedef struct json_in_error {
  * without NUL; integers beyond 64 bits become reals; nesting is capped at 128. */
 json_t *json_in_parse(const char *data, size_t len, json_in_error *err);
 
+/* Where the value of `key` in the top-level object of (already parsed, valid) data sits:
+ * *off and *vlen. -1 when there is no such member. The last duplicate wins. */
+int json_in_member_span(const char *data, size_t len, const char *key, size_t *off, size_t *vlen);
+
 #endif

@@ -12,6 +12,7 @@
 
 #define TARGET "coglet::transport::http"
 #define JSON_OUT JSON_OUT_SORTED
+#define INPUT_RAW_MIN ((size_t)64 << 10)
 
 static const char not_ready_body[] =
     "{\"error\":\"Setup has not finished yet. Wait until it has finished, or GET /health-check for "
@@ -410,10 +411,13 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
         return;
     }
     json_t *input = json_object_get(body, "input");
-    if (!input || json_is_null(input))
+    int from_body = input && !json_is_null(input);
+    if (!from_body)
         input = json_object();
     else
         json_incref(input);
+    size_t fields_before = json_object_size(input);
+    int input_changed = 0;
     /* SPEC 6: strip, validate, inject nulls — before readiness and capacity (3.5) */
     const validator *v = !is_training              ? svc->input_validator
                          : svc->training_validator ? svc->training_validator
@@ -422,6 +426,7 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
     if (v) {
         json_t *detail = NULL, *stripped = NULL;
         int bad = validator_apply(v, input, &detail, &stripped);
+        input_changed = stripped != NULL || json_object_size(input) != fields_before;
         if (stripped) {
             char *names = json_out_string(stripped, 0);
             log_warn(TARGET, "stripped unknown input fields: %s", names ? names : "?");
@@ -474,6 +479,15 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
         return;
     }
     p->input = input;
+    /* A large input that validation left as it was is sent as the client's own bytes: the
+     * body is handed to the prediction, and nothing is re-encoded. */
+    size_t off, vlen;
+    if (from_body && !input_changed && req->body.len > INPUT_RAW_MIN &&
+        json_in_member_span(req->body.data, req->body.len, "input", &off, &vlen) == 0) {
+        p->input_raw_len = vlen;
+        p->input_raw_off = off;
+        p->input_raw = buf_steal(&req->body);
+    }
     json_t *ctx = json_object_get(body, "context");
     if (json_is_object(ctx))
         json_object_update(p->context, ctx);

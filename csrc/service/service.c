@@ -66,6 +66,7 @@ void prediction_unref(prediction *p) {
     buf_free(&p->logs);
     free(p->error);
     free(p->output_error);
+    free(p->input_raw);
     free(p);
 }
 
@@ -342,10 +343,19 @@ void service_dispatch(service *svc, prediction *p, slot *s) {
         prediction_unref(p); /* the slot's */
         return;
     }
-    /* The input is encoded once: inline in the frame, or into the spill file. */
+    /* The input is encoded once (or not at all: the client's bytes, unchanged), then goes
+     * inline in the frame or into the spill file. */
     buf in;
     buf_init(&in, HTTP_MAX_BODY * 2);
-    if (json_out_append(&in, p->input, 0) != BUF_OK) {
+    if (p->input_raw) {
+        in.data = p->input_raw;
+        in.cap = p->input_raw_off + p->input_raw_len + 1;
+        in.len = p->input_raw_off + p->input_raw_len;
+        p->input_raw = NULL;
+        buf_consume(&in, p->input_raw_off); /* the value's bytes, at the front */
+        in.len = p->input_raw_len;
+        in.data[in.len] = '\0';
+    } else if (json_out_append(&in, p->input, 0) != BUF_OK) {
         buf_free(&in);
         json_decref(msg);
         spill_failed(svc, p, s, "Failed to send request: cannot encode the input");

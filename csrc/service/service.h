@@ -61,6 +61,8 @@ struct prediction {
     pred_status status;
     int is_training;
     json_t *input;   /* validated input, as sent to the worker */
+    char *input_raw; /* the request body, when its input can be sent as is (large inputs) */
+    size_t input_raw_off, input_raw_len;
     json_t *context; /* object str -> str */
     json_t *outputs; /* array of outputs received so far */
     json_t *output;  /* final output at success (NULL before) */

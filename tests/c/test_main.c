@@ -314,6 +314,23 @@ TEST(json_segments_reference_big_strings) {
     free(big);
 }
 
+static int span_is(const char *text, const char *key, const char *want) {
+    size_t off, len;
+    int rc = json_in_member_span(text, strlen(text), key, &off, &len);
+    int ok = want ? rc == 0 && len == strlen(want) && !memcmp(text + off, want, len) : rc != 0;
+    if (!ok)
+        fprintf(stderr, "  span %s of %s -> %.*s\n", key, text, rc ? 4 : (int)len, rc ? "none" : text + off);
+    return ok;
+}
+
+TEST(json_in_member_span_finds_the_raw_value) {
+    CHECK(span_is("{\"input\":{\"a\":\"x}\\\"y\"},\"id\":1}", "input", "{\"a\":\"x}\\\"y\"}"));
+    CHECK(span_is(" { \"id\" : [1,{\"input\":2}] , \"input\" :  \"s\" } ", "input", "\"s\""));
+    CHECK(span_is("{\"input\":1,\"input\":[2]}", "input", "[2]")); /* the last wins */
+    CHECK(span_is("{\"inputs\":1}", "input", NULL));
+    CHECK(span_is("[1]", "input", NULL));
+}
+
 static const test_case tests[] = {
     T(buf_append_past_cap_fails_and_keeps_content),
     T(buf_consume_and_printf),
@@ -329,6 +346,7 @@ static const test_case tests[] = {
     T(json_in_errors_name_the_place),
     T(json_in_large_string_round_trips),
     T(json_string_adopt_takes_the_buffer),
+    T(json_in_member_span_finds_the_raw_value),
     T(json_segments_reference_big_strings),
 };
 
