@@ -108,7 +108,16 @@ static int cmp_keys(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-int json_out_append(buf *out, const json_t *v, int flags) {
+/* Segments being collected (json_out_segments), or none (plain encoding). */
+typedef struct seg_encoder {
+    struct json_segments *segs;
+    size_t big;
+} seg_encoder;
+
+static int seg_reference(seg_encoder *e, buf *out, const char *s, size_t len);
+
+/* The one encoder: into out, and, with e, big plain strings referenced as segments. */
+static int encode(seg_encoder *e, buf *out, const json_t *v, int flags) {
     char num[40];
     int rc;
     switch (json_typeof(v)) {
@@ -118,7 +127,10 @@ int json_out_append(buf *out, const json_t *v, int flags) {
     case JSON_INTEGER:
         return buf_append(out, num, (size_t)snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
     case JSON_REAL: return buf_append(out, num, (size_t)json_out_real(num, sizeof num, json_real_value(v)));
-    case JSON_STRING: return append_string(out, json_string_value(v), json_string_length(v));
+    case JSON_STRING:
+        if (e && json_string_length(v) >= e->big)
+            return seg_reference(e, out, json_string_value(v), json_string_length(v));
+        return append_string(out, json_string_value(v), json_string_length(v));
     case JSON_ARRAY: {
         if ((rc = buf_append(out, "[", 1)))
             return rc;
@@ -126,7 +138,7 @@ int json_out_append(buf *out, const json_t *v, int flags) {
         for (size_t i = 0; i < n; i++) {
             if (i && (rc = buf_append(out, ",", 1)))
                 return rc;
-            if ((rc = json_out_append(out, json_array_get(v, i), flags)))
+            if ((rc = encode(e, out, json_array_get(v, i), flags)))
                 return rc;
         }
         return buf_append(out, "]", 1);
@@ -152,7 +164,7 @@ int json_out_append(buf *out, const json_t *v, int flags) {
             if (!rc)
                 rc = buf_append(out, ":", 1);
             if (!rc)
-                rc = json_out_append(out, json_object_get(v, keys[i]), flags);
+                rc = encode(e, out, json_object_get(v, keys[i]), flags);
         }
         if (keys != stack_keys)
             free(keys);
@@ -161,6 +173,8 @@ int json_out_append(buf *out, const json_t *v, int flags) {
     }
     return BUF_NOMEM;
 }
+
+int json_out_append(buf *out, const json_t *v, int flags) { return encode(NULL, out, v, flags); }
 
 /* A little over the encoded size (escapes aside): reserving it once spares a large value
  * the copies of buffer doubling, and the transient peak they cost. */
@@ -226,11 +240,6 @@ json_t *json_string_adopt(char *text, size_t len) {
 
 /* ---- segments: big strings referenced, not copied ---- */
 
-typedef struct seg_encoder {
-    json_segments *segs;
-    size_t big;
-} seg_encoder;
-
 static int seg_push(json_segments *sg, const char *ptr, size_t len, char *owned) {
     if (sg->n == sg->cap) {
         size_t cap = sg->cap ? sg->cap * 2 : 8;
@@ -264,60 +273,14 @@ static int plain_ascii(const char *s, size_t len) {
     return p == end;
 }
 
-static int seg_encode(seg_encoder *e, buf *cur, const json_t *v, int flags) {
+/* A big string: quoted in out, its bytes referenced in place when they need no escaping. */
+static int seg_reference(seg_encoder *e, buf *out, const char *s, size_t len) {
     int rc;
-    switch (json_typeof(v)) {
-    case JSON_STRING: {
-        size_t len = json_string_length(v);
-        const char *s = json_string_value(v);
-        if (len < e->big || !plain_ascii(s, len))
-            return append_string(cur, s, len);
-        /* needs no escaping: the quotes are ours, the bytes are referenced in place */
-        if ((rc = buf_append(cur, "\"", 1)) || (rc = seg_flush(e->segs, cur)) ||
-            (rc = seg_push(e->segs, s, len, NULL)))
-            return rc;
-        return buf_append(cur, "\"", 1);
-    }
-    case JSON_ARRAY: {
-        if ((rc = buf_append(cur, "[", 1)))
-            return rc;
-        size_t n = json_array_size(v);
-        for (size_t i = 0; i < n; i++) {
-            if (i && (rc = buf_append(cur, ",", 1)))
-                return rc;
-            if ((rc = seg_encode(e, cur, json_array_get(v, i), flags)))
-                return rc;
-        }
-        return buf_append(cur, "]", 1);
-    }
-    case JSON_OBJECT: {
-        size_t n = json_object_size(v);
-        const char **keys = malloc((n ? n : 1) * sizeof *keys);
-        if (!keys)
-            return BUF_NOMEM;
-        size_t i = 0;
-        const char *k;
-        json_t *val;
-        json_object_foreach((json_t *)v, k, val) keys[i++] = k;
-        if (flags & JSON_OUT_SORTED)
-            qsort(keys, n, sizeof *keys, cmp_keys);
-        rc = buf_append(cur, "{", 1);
-        for (i = 0; i < n && !rc; i++) {
-            if (i)
-                rc = buf_append(cur, ",", 1);
-            if (!rc)
-                rc = append_string(cur, keys[i], strlen(keys[i]));
-            if (!rc)
-                rc = buf_append(cur, ":", 1);
-            if (!rc)
-                rc = seg_encode(e, cur, json_object_get(v, keys[i]), flags);
-        }
-        free(keys);
-        return rc ? rc : buf_append(cur, "}", 1);
-    }
-    default:
-        return json_out_append(cur, v, flags);
-    }
+    if (!plain_ascii(s, len))
+        return append_string(out, s, len);
+    if ((rc = buf_append(out, "\"", 1)) || (rc = seg_flush(e->segs, out)) || (rc = seg_push(e->segs, s, len, NULL)))
+        return rc;
+    return buf_append(out, "\"", 1);
 }
 
 int json_out_segments(const json_t *v, int flags, size_t big, json_segments *out) {
@@ -325,7 +288,7 @@ int json_out_segments(const json_t *v, int flags, size_t big, json_segments *out
     seg_encoder e = {.segs = out, .big = big};
     buf cur;
     buf_init(&cur, (size_t)1 << 30);
-    int rc = seg_encode(&e, &cur, v, flags);
+    int rc = encode(&e, &cur, v, flags);
     if (!rc)
         rc = seg_flush(out, &cur);
     buf_free(&cur);

@@ -256,78 +256,101 @@ static void on_write(uv_write_t *req, int status) {
         conn_close(conn);
 }
 
-/* Writes what the socket takes now and queues the rest: copied, except the last buffer
- * when `owned` is it (taken; freed once written), so a large body is never copied. */
-static void conn_writev_owned(http_conn *conn, uv_buf_t *bufs, unsigned nbufs, char *owned) {
+/* What a write leaves behind once the socket has it: `owned` is freed, release(ctx) runs. */
+typedef struct write_done {
+    char *owned;
+    void (*release)(void *ctx);
+    void *ctx;
+} write_done;
+
+static void write_done_now(write_done *d) {
+    free(d->owned);
+    if (d->release)
+        d->release(d->ctx);
+}
+
+/* Writes what the socket takes now and queues the rest: bufs[0, ncopy) are copied if they
+ * could not go at once (they may live on the caller's stack), the rest is referenced in
+ * place until written (a body handed over, or pieces the caller keeps alive), so a large
+ * body is never copied. */
+static void conn_writev_ex(http_conn *conn, uv_buf_t *bufs, unsigned nbufs, unsigned ncopy, write_done done) {
     if (conn->closing) {
-        free(owned);
+        write_done_now(&done);
         return;
     }
-    size_t total = 0;
-    for (unsigned i = 0; i < nbufs; i++)
+    size_t total = 0, copy_total = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
         total += bufs[i].len;
-    size_t done = 0;
+        if (i < ncopy)
+            copy_total += bufs[i].len;
+    }
+    size_t sent = 0;
     if (conn->writes_in_flight == 0) {
         int n = uv_try_write((uv_stream_t *)&conn->tcp, bufs, nbufs);
         if (n > 0)
-            done = (size_t)n;
+            sent = (size_t)n;
         else if (n < 0 && n != UV_EAGAIN) {
-            free(owned);
+            write_done_now(&done);
             conn_close(conn);
             return;
         }
     }
-    if (done == total) {
-        free(owned);
+    if (sent == total) {
+        write_done_now(&done);
         if (conn->close_after_write && conn->writes_in_flight == 0)
             conn_close(conn);
         return;
     }
-    /* the owned tail is referenced in place; everything before it is copied */
-    size_t tail = owned ? bufs[nbufs - 1].len : 0;
-    size_t copy_end = total - tail; /* bytes [0, copy_end) come from the other buffers */
-    size_t copy_len = done < copy_end ? copy_end - done : 0;
-    write_req *wr = malloc(sizeof *wr + copy_len);
+    /* the unsent part of the copied buffers, then the uv_buf_t array, aligned */
+    size_t copy_len = sent < copy_total ? copy_total - sent : 0;
+    size_t align = (copy_len + 7) & ~(size_t)7;
+    write_req *wr = malloc(sizeof *wr + align + (nbufs + 1) * sizeof(uv_buf_t));
     if (!wr) {
-        free(owned);
+        write_done_now(&done);
         conn_close(conn);
         return;
     }
     wr->conn = conn;
-    wr->len = total - done;
-    wr->owned = owned;
-    wr->release = NULL;
-    size_t skip = done, off = 0;
-    for (unsigned i = 0; i < nbufs - (owned ? 1u : 0u); i++) {
-        const char *p = bufs[i].base;
+    wr->len = total - sent;
+    wr->owned = done.owned;
+    wr->release = done.release;
+    wr->release_ctx = done.ctx;
+    uv_buf_t *out = (uv_buf_t *)(wr->data + align);
+    unsigned nout = 0;
+    size_t skip = sent, off = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
         size_t l = bufs[i].len;
         if (skip >= l) {
             skip -= l;
             continue;
         }
-        memcpy(wr->data + off, p + skip, l - skip);
-        off += l - skip;
+        if (i < ncopy) {
+            memcpy(wr->data + off, bufs[i].base + skip, l - skip);
+            off += l - skip;
+        } else {
+            out[nout++] = uv_buf_init(bufs[i].base + skip, (unsigned)(l - skip));
+        }
         skip = 0;
     }
-    uv_buf_t out[2];
-    unsigned nout = 0;
-    if (copy_len)
-        out[nout++] = uv_buf_init(wr->data, (unsigned)copy_len);
-    if (owned) {
-        size_t from = done > copy_end ? done - copy_end : 0;
-        out[nout++] = uv_buf_init(owned + from, (unsigned)(tail - from));
+    if (copy_len) {
+        /* the copied bytes go first: shift the references up one */
+        memmove(out + 1, out, nout * sizeof *out);
+        out[0] = uv_buf_init(wr->data, (unsigned)copy_len);
+        nout++;
     }
     conn->writes_in_flight++;
     int rc = uv_write(&wr->req, (uv_stream_t *)&conn->tcp, out, nout, on_write);
     if (rc < 0) {
         conn->writes_in_flight--;
-        free(wr->owned);
         free(wr);
+        write_done_now(&done);
         conn_close(conn);
     }
 }
 
-static void conn_writev(http_conn *conn, uv_buf_t *bufs, unsigned nbufs) { conn_writev_owned(conn, bufs, nbufs, NULL); }
+static void conn_writev(http_conn *conn, uv_buf_t *bufs, unsigned nbufs) {
+    conn_writev_ex(conn, bufs, nbufs, nbufs, (write_done){0});
+}
 
 static void conn_write_raw(http_conn *conn, const char *data, size_t len) {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
@@ -558,7 +581,7 @@ static void respond(http_conn *conn, int status, const char *content_type, const
         conn_writev(conn, bufs, 1);
         free(owned);
     } else {
-        conn_writev_owned(conn, bufs, 2, owned);
+        conn_writev_ex(conn, bufs, 2, 1, (write_done){.owned = owned});
     }
     if (on_heap)
         buf_free(&head);
@@ -573,75 +596,6 @@ void http_respond(http_conn *conn, int status, const char *content_type, const c
 
 void http_respond_json_owned(http_conn *conn, int status, char *json) {
     respond(conn, status, "application/json", json, strlen(json), NULL, json);
-}
-
-/* bufs[0] (the head) is copied when it cannot go at once; the rest is referenced until
- * written, then release(ctx). */
-static void conn_writev_ref(http_conn *conn, uv_buf_t *bufs, unsigned nbufs, void (*release)(void *), void *ctx) {
-    if (conn->closing) {
-        release(ctx);
-        return;
-    }
-    size_t total = 0;
-    for (unsigned i = 0; i < nbufs; i++)
-        total += bufs[i].len;
-    size_t done = 0;
-    if (conn->writes_in_flight == 0) {
-        int n = uv_try_write((uv_stream_t *)&conn->tcp, bufs, nbufs);
-        if (n > 0)
-            done = (size_t)n;
-        else if (n < 0 && n != UV_EAGAIN) {
-            release(ctx);
-            conn_close(conn);
-            return;
-        }
-    }
-    if (done == total) {
-        release(ctx);
-        if (conn->close_after_write && conn->writes_in_flight == 0)
-            conn_close(conn);
-        return;
-    }
-    /* the unwritten part of the head is copied; the uv_buf_t array follows it, aligned */
-    size_t head_left = done < bufs[0].len ? bufs[0].len - done : 0;
-    size_t align = (head_left + 7) & ~(size_t)7;
-    write_req *wr = malloc(sizeof *wr + align + (nbufs + 1) * sizeof(uv_buf_t));
-    if (!wr) {
-        release(ctx);
-        conn_close(conn);
-        return;
-    }
-    wr->conn = conn;
-    wr->len = total - done;
-    wr->owned = NULL;
-    wr->release = release;
-    wr->release_ctx = ctx;
-    uv_buf_t *out;
-    out = (uv_buf_t *)(wr->data + align);
-    unsigned nout = 0;
-    size_t skip = done;
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t l = bufs[i].len;
-        if (skip >= l) {
-            skip -= l;
-            continue;
-        }
-        if (i == 0) {
-            memcpy(wr->data, bufs[0].base + skip, l - skip);
-            out[nout++] = uv_buf_init(wr->data, (unsigned)(l - skip));
-        } else {
-            out[nout++] = uv_buf_init(bufs[i].base + skip, (unsigned)(l - skip));
-        }
-        skip = 0;
-    }
-    conn->writes_in_flight++;
-    int rc = uv_write(&wr->req, (uv_stream_t *)&conn->tcp, out, nout, on_write);
-    if (rc < 0) {
-        conn->writes_in_flight--;
-        free(wr);
-        release(ctx);
-        conn_close(conn);
-    }
 }
 
 void http_respond_parts(http_conn *conn, int status, const char *content_type, const char *const *parts,
@@ -671,7 +625,8 @@ void http_respond_parts(http_conn *conn, int status, const char *content_type, c
     bufs[0] = uv_buf_init(head.data, (unsigned)head.len);
     for (unsigned i = 0; i < nparts; i++)
         bufs[i + 1] = uv_buf_init((char *)parts[i], (unsigned)lens[i]);
-    conn_writev_ref(conn, bufs, conn->req.is_head ? 1 : nparts + 1, release, ctx);
+    conn_writev_ex(conn, bufs, conn->req.is_head ? 1 : nparts + 1, 1,
+                   (write_done){.release = release, .ctx = ctx});
     free(bufs);
     buf_free(&head);
     if (!conn->closing)
