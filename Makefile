@@ -58,6 +58,7 @@ fuzz:
 # Side by side with the Rust coglet (benchmarks/.venv-anchor, built on first use); not part
 # of CI. BENCH_ARGS="--quick" for a short run.
 bench: build
+	@scripts/install-deps.sh bench
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
 
 format:

@@ -2,6 +2,8 @@
 # Installs the Debian packages coglet builds and tests with, when any is missing.
 set -euo pipefail
 pkgs=(build-essential pkg-config libuv1-dev libjansson-dev libcurl4-openssl-dev node-llhttp libpcre2-dev python3-venv)
+# `install-deps.sh bench`: also what `make bench` measures with
+[ "${1:-}" = "bench" ] && pkgs+=(wrk)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
