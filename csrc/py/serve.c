@@ -14,13 +14,15 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "py/module.h"
-#include "service/service.h"
+#include "core/core.h"
+#include "http/door.h"
 
 #define TARGET "coglet::server"
 
 typedef struct py_serve {
     uv_loop_t loop;
-    service svc;
+    core core;
+    http_door door;
     uv_timer_t signal_timer;
     PyThreadState *saved_thread;
     int sigints;
@@ -58,20 +60,20 @@ static void signal_tick(uv_timer_t *timer) {
     }
     if (interrupted) {
         if (ps->sigints++ == 0) {
-            service_begin_shutdown(&ps->svc, "Received SIGINT, shutting down...");
+            core_begin_shutdown(&ps->core, "Received SIGINT, shutting down...");
         } else {
             log_warn(TARGET, "Second SIGINT: cancelling everything and stopping now");
-            service_force_shutdown(&ps->svc);
+            core_force_shutdown(&ps->core);
         }
     }
     if (sigterm_seen) {
         sigterm_seen = 0;
-        service_begin_shutdown(&ps->svc, "Received SIGTERM, shutting down...");
+        core_begin_shutdown(&ps->core, "Received SIGTERM, shutting down...");
     }
 }
 
-static void on_stopped(service *svc) {
-    py_serve *ps = container_of(svc, py_serve, svc);
+static void on_stopped(core *c) {
+    py_serve *ps = container_of(c, py_serve, core);
     uv_close((uv_handle_t *)&ps->signal_timer, NULL);
 }
 
@@ -204,6 +206,16 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|zsippOz:serve", kwlist, &ref, &host, &port, &await_shutdown,
                                      &is_train, &output_temp_dir_base, &upload_url))
         return NULL;
+    const char *output_dir_base = NULL; /* given: prediction directories go under it */
+    if (output_temp_dir_base && output_temp_dir_base != Py_None) {
+        if (!PyUnicode_Check(output_temp_dir_base)) {
+            PyErr_SetString(PyExc_TypeError, "output_temp_dir_base must be a str");
+            return NULL;
+        }
+        output_dir_base = PyUnicode_AsUTF8AndSize(output_temp_dir_base, NULL);
+        if (!output_dir_base)
+            return NULL;
+    }
     unsigned char addr[16];
     if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1) {
         PyErr_Format(PyExc_RuntimeError, "invalid socket address syntax: %s:%d", host, port);
@@ -286,13 +298,16 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
         PyErr_NoMemory();
         goto failed_early;
     }
-    uv_loop_init(&ps->loop);
-    service_config cfg = {
+    int rc = uv_loop_init(&ps->loop);
+    if (rc != 0) {
+        free(ps);
+        PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
+        free(log_capture_take());
+        goto failed_early;
+    }
+    core_config cfg = {
         .predictor_ref = ref,
-        .host = host,
-        .port = port,
         .is_train = is_train,
-        .await_explicit_shutdown = await_shutdown,
         .upload_url = upload_url,
         .python = python,
         .max_concurrency = concurrency,
@@ -300,10 +315,13 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
         .python_sdk_version = cog_version,
         .python_version = py_version,
         .shutdown_grace = env_seconds("COG_SHUTDOWN_GRACE", 30.0),
-        .stream_history = stream_history(),
+        .output_dir_base = output_dir_base,
     };
-    ps->svc.on_stopped = on_stopped;
-    int rc = service_start(&ps->svc, &ps->loop, &cfg);
+    ps->core.on_stopped = on_stopped;
+    /* bound first: the "Starting coglet server on" line comes before the worker starts */
+    rc = http_door_start(&ps->door, &ps->core, &ps->loop, host, port, stream_history());
+    if (rc == 0)
+        rc = core_start(&ps->core, &ps->loop, &cfg);
     if (rc != 0) {
         uv_walk(&ps->loop, close_walk, NULL);
         uv_run(&ps->loop, UV_RUN_DEFAULT);

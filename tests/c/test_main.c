@@ -10,7 +10,7 @@
 #include "common/json_out.h"
 #include "common/util.h"
 #include "ipc/frame.h"
-#include "service/metrics.h"
+#include "core/metrics.h"
 
 
 TEST(buf_append_past_cap_fails_and_keeps_content) {

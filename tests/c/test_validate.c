@@ -8,7 +8,7 @@
 #include <time.h>
 
 #include "common/json_out.h"
-#include "service/validate.h"
+#include "core/validate.h"
 
 
 static json_t *jq(const char *text) {

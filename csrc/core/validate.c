@@ -2,7 +2,7 @@
  * OpenAPI 3.0's boolean exclusiveMinimum/Maximum) is compiled once into a graph of nodes: $refs
  * linked, regexes compiled, messages pre-rendered; validator_apply only walks it. */
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "service/validate.h"
+#include "core/validate.h"
 
 #include <float.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /* service/metrics.c: dot paths address nested objects; replace/increment/append. */
-#include "service/metrics.h"
+#include "core/metrics.h"
 
 #include <stdlib.h>
 #include <string.h>

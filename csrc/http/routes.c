@@ -1,4 +1,5 @@
-/* service/routes.c: the HTTP routes of SPEC 3: request bodies, status codes, bodies. */
+/* http/routes.c: the HTTP routes: request bodies, status codes and bodies, each route's
+ * call into the prediction core. docs/http-api.md describes every route. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,9 @@
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "service/service.h"
+#include "core/prediction.h"
+#include "http/door.h"
+#include "webhook/sink.h"
 
 #define TARGET "coglet::transport::http"
 #define JSON_OUT JSON_OUT_SORTED
@@ -26,26 +29,16 @@ static void respond_text(http_conn *conn, int status, const char *text) {
     http_respond(conn, status, "text/plain; charset=utf-8", text, strlen(text), NULL);
 }
 
-static void respond_json_value(http_conn *conn, int status, json_t *value, int flags) {
-    char *s = json_out_string(value, flags);
-    json_decref(value);
-    if (!s) {
-        http_respond_json(conn, 500, "{\"error\":\"failed to encode response\"}");
-        return;
-    }
-    http_respond_json_owned(conn, status, s);
-}
-
 /* ---- GET / ---- */
 
-static void route_root(service *svc, http_conn *conn) {
+static void route_root(core *c, http_conn *conn) {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "cog_version",
-                          svc->cfg.python_sdk_version ? svc->cfg.python_sdk_version : COGLET_VERSION, "docs_url",
+                          c->cfg.python_sdk_version ? c->cfg.python_sdk_version : COGLET_VERSION, "docs_url",
                           "/docs", "healthcheck_url", "/health-check", "openapi_url", "/openapi.json",
                           "predictions_cancel_url", "/predictions/{prediction_id}/cancel",
                           "predictions_idempotent_url", "/predictions/{prediction_id}", "predictions_url",
                           "/predictions", "shutdown_url", "/shutdown");
-    if (svc->has_training_input) {
+    if (c->has_training_input) {
         json_object_set_new(o, "trainings_url", json_string("/trainings"));
         json_object_set_new(o, "trainings_idempotent_url", json_string("/trainings/{training_id}"));
         json_object_set_new(o, "trainings_cancel_url", json_string("/trainings/{training_id}/cancel"));
@@ -55,12 +48,12 @@ static void route_root(service *svc, http_conn *conn) {
 
 /* ---- GET /openapi.json ---- */
 
-static void route_openapi(service *svc, http_conn *conn) {
-    if (!svc->schema) {
+static void route_openapi(core *c, http_conn *conn) {
+    if (!c->schema) {
         http_respond_json(conn, 503, "{\"error\":\"OpenAPI schema not available\"}");
         return;
     }
-    respond_json_value(conn, 200, json_incref(svc->schema), JSON_OUT);
+    respond_json_value(conn, 200, json_incref(c->schema), JSON_OUT);
 }
 
 /* ---- request bodies (SPEC 3.1) ---- */
@@ -315,28 +308,60 @@ failed:
 
 /* ---- create ---- */
 
-/* A sync client that leaves cancels its prediction (SPEC 3.16). */
+/* A sync client waiting for the terminal state: a sink of its prediction. */
+typedef struct sync_response {
+    response super;
+    sink sink;
+    prediction *p;
+} sync_response;
+
+static void sync_on_terminal(sink *s, prediction *p, const json_t *state) {
+    (void)state;
+    sync_response *sr = container_of(s, sync_response, sink);
+    http_conn *conn = sr->super.conn;
+    conn->app_data = NULL;
+    free(sr);
+    respond_json_body(conn, 200, prediction_sync_json(p));
+    prediction_unref(p); /* the waiter's reference */
+}
+
+static void sync_on_discard(sink *s, prediction *p) {
+    sync_response *sr = container_of(s, sync_response, sink);
+    sr->super.conn->app_data = NULL;
+    free(sr);
+    prediction_unref(p);
+}
+
+static const sink_ops sync_sink_ops = {.on_terminal = sync_on_terminal, .on_discard = sync_on_discard};
+
+/* A sync client that leaves cancels its prediction (docs/http-api.md, "Cancel"). */
 static void sync_abort(response *res) {
-    prediction *p = res->p;
-    p->sync_res = NULL;
-    free(res);
-    if (p->in_registry) {
-        log_event(LOG_INFO, TARGET, json_pack("{s:s}", "prediction_id", p->id),
+    sync_response *sr = container_of(res, sync_response, super);
+    prediction *p = sr->p;
+    prediction_detach(p, &sr->sink);
+    free(sr);
+    if (prediction_in_flight(p)) {
+        log_event(LOG_INFO, TARGET, json_pack("{s:s}", "prediction_id", prediction_id(p)),
                   "client disconnected; cancelling prediction");
-        service_cancel(p->svc, p->id);
+        prediction_cancel(p);
     }
     prediction_unref(p);
 }
 
 static const response_ops sync_ops = {.abort = sync_abort};
 
-static void generate_id(char *out, size_t outlen) {
-    static uint64_t last;
-    uint64_t ns = now_realtime_ns();
-    if (ns <= last)
-        ns = last + 1;
-    last = ns;
-    snprintf(out, outlen, "pred_%llx", (unsigned long long)ns);
+static int attach_sync(prediction *p, http_conn *conn) {
+    sync_response *sr = calloc(1, sizeof *sr);
+    if (!sr)
+        return -1;
+    sr->super.ops = &sync_ops;
+    sr->super.conn = conn;
+    sr->sink.ops = &sync_sink_ops;
+    sr->p = p;
+    prediction_ref(p);
+    conn->app_data = &sr->super;
+    prediction_attach(p, &sr->sink);
+    return 0;
 }
 
 static int wants_sse(const http_request *req) {
@@ -365,8 +390,118 @@ static int wants_async(const http_request *req) {
     return prefer && !strcmp(prefer, "respond-async");
 }
 
-static void route_create(service *svc, http_conn *conn, http_request *req, const char *path_id, int is_training) {
-    json_t *body;
+/* PUT with an id in flight: its state (202), or its stream. 1 when answered. */
+static int attach_existing(http_door *d, http_conn *conn, const char *id, int sse) {
+    prediction *existing = core_find(d->core, id);
+    if (!existing)
+        return 0;
+    if (sse && !d->core->streaming) {
+        http_respond_json(conn, 406, no_stream_body);
+    } else if (sse) {
+        sse_hub *hub = sse_hub_for(d, existing, 0);
+        if (hub)
+            sse_subscribe(hub, conn);
+        else
+            http_respond_json(conn, 500, "{\"error\":\"Prediction stream unavailable\"}");
+    } else {
+        respond_json_value(conn, 202, prediction_state_json(existing, 1), JSON_OUT);
+    }
+    return 1;
+}
+
+/* The body's input, stripped, validated and null-injected, before readiness and capacity
+ * are checked (docs/schema.md). 0 with *out set, or -1 after answering 422. */
+static int prepare_input(core *c, http_conn *conn, json_t *body, int is_training, json_t **out, int *changed) {
+    json_t *input = json_object_get(body, "input");
+    input = input && !json_is_null(input) ? json_incref(input) : json_object();
+    *out = input;
+    *changed = 0;
+    const validator *v = core_validator(c, is_training);
+    if (!v)
+        return 0;
+    size_t fields_before = json_object_size(input);
+    json_t *detail = NULL, *stripped = NULL;
+    int bad = validator_apply(v, input, &detail, &stripped);
+    *changed = stripped != NULL || json_object_size(input) != fields_before;
+    if (stripped) {
+        char *names = json_out_string(stripped, 0);
+        log_warn(TARGET, "stripped unknown input fields: %s", names ? names : "?");
+        free(names);
+        json_decref(stripped);
+    }
+    if (!bad)
+        return 0;
+    json_t *o = json_pack("{s:o}", "detail", detail ? detail : json_array());
+    char *text = json_out_string(o, JSON_OUT_SORTED);
+    log_warn(TARGET, "input rejected: %s", text ? text : "?");
+    free(text);
+    respond_json_value(conn, 422, o, JSON_OUT);
+    return -1;
+}
+
+/* A large input that validation left as it was is sent as the client's own bytes: the body
+ * is handed to the prediction, and nothing is re-encoded. */
+static void raw_input_span(http_request *req, prediction_request *pr) {
+    size_t off, vlen;
+    if (req->body.len > INPUT_RAW_MIN &&
+        json_in_member_span(req->body.data, req->body.len, "input", &off, &vlen) == 0) {
+        pr->input_raw_len = vlen;
+        pr->input_raw_off = off;
+        pr->input_raw = buf_steal(&req->body);
+    }
+}
+
+static void respond_not_admitted(http_conn *conn, admit_result why) {
+    switch (why) {
+    case ADMIT_SHUTTING_DOWN:
+        http_respond_json(conn, 503, "{\"error\":\"Server is shutting down\",\"status\":\"failed\"}");
+        break;
+    case ADMIT_DEFUNCT:
+        http_respond_json(conn, 503,
+                          "{\"error\":\"Worker crashed; restart the server to serve predictions again\","
+                          "\"status\":\"failed\"}");
+        break;
+    case ADMIT_NOT_READY: http_respond_json(conn, 503, not_ready_body); break;
+    case ADMIT_BUSY: http_respond_json(conn, 409, busy_body); break;
+    case ADMIT_OK: http_respond_json(conn, 500, "{\"error\":\"out of memory\"}"); break;
+    }
+}
+
+/* The sinks of a new prediction, in the order they hear of it: the SSE fan-out (when the
+ * model streams), the webhook, then the waiting client. 0, or -1 after answering. */
+static int attach_sinks(http_door *d, prediction *p, http_conn *conn, http_request *req, json_t *body, int sse,
+                        int async) {
+    core *c = d->core;
+    sse_hub *hub = NULL;
+    if (c->streaming && !(hub = sse_hub_for(d, p, 1)) && sse) {
+        http_respond_json(conn, 500, "{\"error\":\"Prediction stream unavailable\"}");
+        return -1;
+    }
+    const char *hook = json_string_value(json_object_get(body, "webhook"));
+    if (hook) {
+        unsigned events = webhook_parse_filter(json_object_get(body, "webhook_events_filter"));
+        sink *wh = events ? webhook_sink_new(c, hook, events, http_request_header(req, "traceparent"),
+                                             http_request_header(req, "tracestate"))
+                          : NULL;
+        if (wh)
+            prediction_attach(p, wh);
+    }
+    if (sse) {
+        /* subscribed before dispatch: the stream begins with `start`; refused, or the client
+         * already gone: nothing to run it for */
+        sse_hub_owns(hub);
+        return sse_subscribe(hub, conn) == 0 && sse_hub_subscribers(hub) > 0 ? 0 : -1;
+    }
+    if (!async && attach_sync(p, conn) != 0) {
+        http_respond_json(conn, 500, "{\"error\":\"out of memory\"}");
+        return -1;
+    }
+    return 0;
+}
+
+static void route_create(http_door *d, http_conn *conn, http_request *req, const char *path_id, int is_training) {
+    core *c = d->core;
+    json_t *body = NULL, *input = NULL;
     int sse = wants_sse(req);
     if (is_training && sse && path_id) {
         http_respond_json(conn, 406, training_stream_body); /* PUT: before everything else */
@@ -376,175 +511,69 @@ static void route_create(service *svc, http_conn *conn, http_request *req, const
         return;
     const char *body_id = json_string_value(json_object_get(body, "id"));
     if (path_id && body_id && strcmp(body_id, path_id)) {
-        json_t *d = json_pack("{s:[{s:[s,s], s:s, s:s}]}", "detail", "loc", "body", "id", "msg",
-                              is_training ? "training ID must match the ID supplied in the URL"
-                                          : "prediction ID must match the ID supplied in the URL",
-                              "type", "value_error");
-        json_decref(body);
-        respond_json_value(conn, 422, d, JSON_OUT);
-        return;
+        json_t *detail = json_pack("{s:[{s:[s,s], s:s, s:s}]}", "detail", "loc", "body", "id", "msg",
+                                   is_training ? "training ID must match the ID supplied in the URL"
+                                               : "prediction ID must match the ID supplied in the URL",
+                                   "type", "value_error");
+        respond_json_value(conn, 422, detail, JSON_OUT);
+        goto done;
     }
     if (is_training && sse) {
-        json_decref(body);
         http_respond_json(conn, 406, training_stream_body);
-        return;
+        goto done;
     }
-    if (path_id) {
-        prediction *existing = service_find(svc, path_id);
-        if (existing) {
-            json_decref(body);
-            if (sse && !svc->streaming) {
-                http_respond_json(conn, 406, no_stream_body);
-                return;
-            }
-            if (sse) {
-                sse_subscribe(svc, existing, conn);
-                return;
-            }
-            respond_json_value(conn, 202, prediction_state_json(existing, 1), JSON_OUT);
-            return;
-        }
-    }
-    if (sse && !svc->streaming) {
-        json_decref(body);
+    if (path_id && attach_existing(d, conn, path_id, sse))
+        goto done;
+    if (sse && !c->streaming) {
         http_respond_json(conn, 406, no_stream_body);
-        return;
+        goto done;
     }
-    json_t *input = json_object_get(body, "input");
-    int from_body = input && !json_is_null(input);
-    if (!from_body)
-        input = json_object();
-    else
-        json_incref(input);
-    size_t fields_before = json_object_size(input);
-    int input_changed = 0;
-    /* SPEC 6: strip, validate, inject nulls — before readiness and capacity (3.5) */
-    const validator *v = !is_training              ? svc->input_validator
-                         : svc->training_validator ? svc->training_validator
-                         : svc->training_schema_broken ? NULL
-                                                       : svc->input_validator;
-    if (v) {
-        json_t *detail = NULL, *stripped = NULL;
-        int bad = validator_apply(v, input, &detail, &stripped);
-        input_changed = stripped != NULL || json_object_size(input) != fields_before;
-        if (stripped) {
-            char *names = json_out_string(stripped, 0);
-            log_warn(TARGET, "stripped unknown input fields: %s", names ? names : "?");
-            free(names);
-            json_decref(stripped);
-        }
-        if (bad) {
-            json_decref(input);
-            json_decref(body);
-            json_t *o = json_pack("{s:o}", "detail", detail ? detail : json_array());
-            char *text = json_out_string(o, JSON_OUT_SORTED);
-            log_warn(TARGET, "input rejected: %s", text ? text : "?");
-            free(text);
-            respond_json_value(conn, 422, o, JSON_OUT);
-            return;
-        }
-    }
-    if (svc->health != HEALTH_READY || svc->shutting_down) {
-        json_decref(input);
-        json_decref(body);
-        if (svc->shutting_down)
-            http_respond_json(conn, 503, "{\"error\":\"Server is shutting down\",\"status\":\"failed\"}");
-        else if (svc->health == HEALTH_DEFUNCT)
-            http_respond_json(conn, 503,
-                              "{\"error\":\"Worker crashed; restart the server to serve predictions again\","
-                              "\"status\":\"failed\"}");
-        else
-            http_respond_json(conn, 503, not_ready_body);
-        return;
-    }
-    slot *s = orchestrator_acquire_slot(&svc->orch);
-    if (!s) {
-        json_decref(input);
-        json_decref(body);
-        http_respond_json(conn, 409, busy_body);
-        return;
-    }
-    char idbuf[64];
-    const char *id = path_id ? path_id : body_id;
-    if (!id) {
-        generate_id(idbuf, sizeof idbuf);
-        id = idbuf;
-    }
-    prediction *p = prediction_new(svc, id, is_training);
+    int changed;
+    if (prepare_input(c, conn, body, is_training, &input, &changed) != 0)
+        goto done;
+    prediction_request pr = {
+        .id = path_id ? path_id : body_id,
+        .is_training = is_training,
+        .input = input,
+        .context = json_object_get(body, "context"),
+    };
+    input = NULL; /* taken by prediction_create */
+    json_t *given = json_object_get(body, "input");
+    if (given && !json_is_null(given) && !changed)
+        raw_input_span(req, &pr);
+    admit_result why;
+    prediction *p = prediction_create(c, &pr, &why);
     if (!p) {
-        orchestrator_release_slot(&svc->orch, s);
-        json_decref(input);
-        json_decref(body);
-        http_respond_json(conn, 500, "{\"error\":\"out of memory\"}");
-        return;
+        respond_not_admitted(conn, why);
+        goto done;
     }
-    p->input = input;
-    /* A large input that validation left as it was is sent as the client's own bytes: the
-     * body is handed to the prediction, and nothing is re-encoded. */
-    size_t off, vlen;
-    if (from_body && !input_changed && req->body.len > INPUT_RAW_MIN &&
-        json_in_member_span(req->body.data, req->body.len, "input", &off, &vlen) == 0) {
-        p->input_raw_len = vlen;
-        p->input_raw_off = off;
-        p->input_raw = buf_steal(&req->body);
-    }
-    json_t *ctx = json_object_get(body, "context");
-    if (json_is_object(ctx))
-        json_object_update(p->context, ctx);
-    const char *hook = json_string_value(json_object_get(body, "webhook"));
-    if (hook && service_client(svc) == 0) {
-        unsigned events = webhook_parse_filter(json_object_get(body, "webhook_events_filter"));
-        if (events)
-            p->wh = webhook_new(&svc->client, &svc->webhook_settings, hook, events,
-                                http_request_header(req, "traceparent"), http_request_header(req, "tracestate"));
-    }
-    json_decref(body);
     int async = !sse && wants_async(req);
-    if (sse) {
-        /* subscribed before dispatch: the stream begins with `start` */
-        p->created_sse = 1;
-        p->record_events = 1;
-        if (sse_subscribe(svc, p, conn) != 0 || p->num_subs == 0) {
-            /* refused, or the client was already gone: nothing to run it for */
-            orchestrator_release_slot(&svc->orch, s);
-            prediction_unref(p);
-            return;
-        }
-    } else if (!async) {
-        response *res = calloc(1, sizeof *res);
-        if (!res) {
-            orchestrator_release_slot(&svc->orch, s);
-            prediction_unref(p);
-            http_respond_json(conn, 500, "{\"error\":\"out of memory\"}");
-            return;
-        }
-        res->ops = &sync_ops;
-        res->conn = conn;
-        res->p = p;
-        p->sync_res = res;
-        conn->app_data = res;
-        prediction_ref(p);
+    if (attach_sinks(d, p, conn, req, body, sse, async) != 0) {
+        prediction_discard(p);
+        goto done;
     }
-    service_dispatch(svc, p, s);
-    if (async) {
-        json_t *o = json_pack("{s:s, s:s}", "id", p->id, "status", "starting");
-        respond_json_value(conn, 202, o, JSON_OUT);
-    }
+    prediction_start(p);
+    if (async)
+        respond_json_value(conn, 202, json_pack("{s:s, s:s}", "id", prediction_id(p), "status", "starting"),
+                           JSON_OUT);
     prediction_unref(p);
+done:
+    json_decref(input);
+    json_decref(body);
 }
 
 /* ---- cancel, shutdown ---- */
 
-static void route_cancel(service *svc, http_conn *conn, const char *id) {
-    if (service_cancel(svc, id) == 0)
+static void route_cancel(core *c, http_conn *conn, const char *id) {
+    if (core_cancel(c, id) == 0)
         http_respond_json(conn, 200, "{}");
     else
         http_respond_json(conn, 404, "{}");
 }
 
-static void route_shutdown(service *svc, http_conn *conn) {
+static void route_shutdown(core *c, http_conn *conn) {
     http_respond_json(conn, 200, "{}");
-    service_begin_shutdown(svc, "Shutdown requested via /shutdown endpoint...");
+    core_begin_shutdown(c, "Shutdown requested via /shutdown endpoint...");
 }
 
 /* ---- routing ---- */
@@ -589,8 +618,9 @@ static void method_not_allowed(http_conn *conn, const char *allow) {
 
 static void not_found(http_conn *conn) { http_respond(conn, 404, NULL, "", 0, NULL); }
 
-static void on_request(http_conn *conn, http_request *req) {
-    service *svc = conn->server->app;
+void door_on_request(http_conn *conn, http_request *req) {
+    http_door *d = conn->server->app;
+    core *c = d->core;
     const char *url = req->url.data ? req->url.data : "";
     size_t plen = strcspn(url, "?#");
     int m = req->method;
@@ -599,19 +629,19 @@ static void on_request(http_conn *conn, http_request *req) {
 
 #define PATH_IS(lit) (plen == sizeof(lit) - 1 && !memcmp(url, lit, plen))
     if (PATH_IS("/")) {
-        get ? route_root(svc, conn) : method_not_allowed(conn, "GET,HEAD");
+        get ? route_root(c, conn) : method_not_allowed(conn, "GET,HEAD");
         return;
     }
     if (PATH_IS("/health-check")) {
-        get ? route_health(svc, conn) : method_not_allowed(conn, "GET,HEAD");
+        get ? route_health(d, conn) : method_not_allowed(conn, "GET,HEAD");
         return;
     }
     if (PATH_IS("/openapi.json")) {
-        get ? route_openapi(svc, conn) : method_not_allowed(conn, "GET,HEAD");
+        get ? route_openapi(c, conn) : method_not_allowed(conn, "GET,HEAD");
         return;
     }
     if (PATH_IS("/shutdown")) {
-        post ? route_shutdown(svc, conn) : method_not_allowed(conn, "POST");
+        post ? route_shutdown(c, conn) : method_not_allowed(conn, "POST");
         return;
     }
     int training = 0;
@@ -625,7 +655,7 @@ static void on_request(http_conn *conn, http_request *req) {
         return;
     }
     if (plen == base) {
-        post ? route_create(svc, conn, req, NULL, training) : method_not_allowed(conn, "POST");
+        post ? route_create(d, conn, req, NULL, training) : method_not_allowed(conn, "POST");
         return;
     }
     if (url[base] != '/' || plen == base + 1) {
@@ -641,7 +671,7 @@ static void on_request(http_conn *conn, http_request *req) {
             not_found(conn);
             return;
         }
-        m == HTTP_PUT ? route_create(svc, conn, req, id, training) : method_not_allowed(conn, "PUT");
+        m == HTTP_PUT ? route_create(d, conn, req, id, training) : method_not_allowed(conn, "PUT");
         return;
     }
     size_t idlen = (size_t)(slash - seg);
@@ -650,18 +680,7 @@ static void on_request(http_conn *conn, http_request *req) {
         not_found(conn);
         return;
     }
-    post ? route_cancel(svc, conn, id) : method_not_allowed(conn, "POST");
+    post ? route_cancel(c, conn, id) : method_not_allowed(conn, "POST");
 #undef PATH_IS
 }
 
-static void on_abort(http_conn *conn) {
-    response *res = conn->app_data;
-    conn->app_data = NULL;
-    if (res)
-        res->ops->abort(res);
-}
-
-const http_app_ops service_http_ops = {
-    .on_request = on_request,
-    .on_abort = on_abort,
-};

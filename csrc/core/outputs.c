@@ -14,8 +14,8 @@
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "service/outputs.h"
-#include "service/service.h"
+#include "core/outputs.h"
+#include "core/prediction_impl.h"
 
 #define TARGET "coglet::outputs"
 #define UPLOAD_MAX_RETRIES 3
@@ -23,7 +23,7 @@
 enum { OP_DATA_URL, OP_OVERSIZED, OP_UPLOAD };
 
 struct output_op {
-    service *svc;
+    core *core;
     prediction *p;
     output_op *next;
     int kind;
@@ -168,7 +168,6 @@ static void op_dispose(output_op *op) {
 
 /* One output settled (value, or error): place it, tell subscribers, maybe finish. */
 static void op_settle(output_op *op) {
-    service *svc = op->svc;
     prediction *p = op->p;
     prediction_ref(p);
     op_unlink(op);
@@ -177,11 +176,10 @@ static void op_settle(output_op *op) {
         if (!p->output_error)
             p->output_error = strdup(op->error);
     } else if (op->result && !op->aborted) {
-        json_array_set(p->outputs, op->index, op->result);
-        prediction_output_arrived(p, op->result, op->index);
+        prediction_place_output(p, op->index, op->result);
     }
     op_dispose(op);
-    outputs_maybe_done(svc, p);
+    prediction_maybe_done(p);
     prediction_unref(p);
 }
 
@@ -194,7 +192,7 @@ static void work_done(uv_work_t *req, int status) {
         prediction *p = op->p;
         prediction_ref(p);
         op_dispose(op);
-        outputs_maybe_done(op->svc, p);
+        prediction_maybe_done(p);
         prediction_unref(p);
         return;
     }
@@ -249,11 +247,11 @@ static void on_uploaded(void *ctx, const client_result *res) {
     else
         snprintf(what, sizeof what, "HTTP %ld", res->status);
     if (retryable && op->attempt <= UPLOAD_MAX_RETRIES) {
-        double delay = op->svc->upload_retry_base * (double)(1 << (op->attempt - 1));
+        double delay = op->core->upload_retry_base * (double)(1 << (op->attempt - 1));
         log_event(LOG_WARN, TARGET, json_pack("{s:s, s:i}", "prediction_id", op->p->id, "attempt", op->attempt),
                   "upload of %s failed (%s); retrying in %.2fs", op->path, what, delay);
         if (!op->retry_open) {
-            uv_timer_init(op->svc->loop, &op->retry);
+            uv_timer_init(op->core->loop, &op->retry);
             op->retry.data = op;
             op->retry_open = 1;
         }
@@ -265,7 +263,7 @@ static void on_uploaded(void *ctx, const client_result *res) {
 }
 
 static void upload_start(output_op *op) {
-    service *svc = op->svc;
+    core *c = op->core;
     op->attempt++;
     if (op->file)
         fclose(op->file);
@@ -278,7 +276,7 @@ static void upload_start(output_op *op) {
     }
     const char *base = strrchr(op->path, '/');
     base = base && base[1] ? base + 1 : (op->path[0] ? op->path : "output");
-    const char *prefix = svc->cfg.upload_url;
+    const char *prefix = c->cfg.upload_url;
     size_t plen = strlen(prefix);
     char *url = NULL;
     asprintf(&url, "%s%s%s", prefix, plen && prefix[plen - 1] == '/' ? "" : "/", base);
@@ -293,7 +291,7 @@ static void upload_start(output_op *op) {
         .upload_len = (curl_off_t)st.st_size,
         .timeout_ms = 0, /* no total limit for large files (cog#3172); the stall limit applies */
     };
-    op->req = http_client_start(&svc->client, &opts, on_uploaded, op);
+    op->req = http_client_start(&c->client, &opts, on_uploaded, op);
     free(url);
     free(ctype);
     if (!op->req) {
@@ -322,7 +320,7 @@ static const char *mime_from_extension(const char *path) {
     return "application/octet-stream";
 }
 
-void outputs_on_file(service *svc, prediction *p, json_t *msg) {
+void outputs_on_file(core *c, prediction *p, json_t *msg) {
     const char *path = json_string_value(json_object_get(msg, "filename"));
     const char *kind = json_string_value(json_object_get(json_object_get(msg, "kind"), "type"));
     const char *mime = json_string_value(json_object_get(msg, "mime_type"));
@@ -331,22 +329,21 @@ void outputs_on_file(service *svc, prediction *p, json_t *msg) {
     output_op *op = calloc(1, sizeof *op);
     if (!op)
         return;
-    op->svc = svc;
+    op->core = c;
     op->p = p;
     prediction_ref(p);
     op->path = strdup(path);
     op->mime = strdup(mime ? mime : mime_from_extension(path));
     op->delete_after = json_is_true(json_object_get(msg, "owned")) || !strcmp(kind, "oversized");
-    op->index = json_array_size(p->outputs);
-    json_array_append_new(p->outputs, json_null()); /* its place, filled when it settles */
+    op->index = prediction_reserve_output(p); /* its place, filled when it settles */
     op->next = p->ops;
     p->ops = op;
     p->num_ops++;
     if (!strcmp(kind, "oversized")) {
         op->kind = OP_OVERSIZED;
-    } else if (svc->cfg.upload_url) {
+    } else if (c->cfg.upload_url) {
         op->kind = OP_UPLOAD;
-        if (service_client(svc) != 0) {
+        if (core_client(c) != 0) {
             asprintf(&op->error, "Failed to upload output %s: no HTTP client (libcurl could not be loaded)", op->path);
             op_settle(op);
             return;
@@ -357,14 +354,14 @@ void outputs_on_file(service *svc, prediction *p, json_t *msg) {
         op->kind = OP_DATA_URL;
     }
     op->in_pool = 1;
-    if (uv_queue_work(svc->loop, &op->work, work_read, work_done) != 0) {
+    if (uv_queue_work(c->loop, &op->work, work_read, work_done) != 0) {
         op->in_pool = 0;
         asprintf(&op->error, "cannot read output %s: thread pool unavailable", op->path);
         op_settle(op);
     }
 }
 
-void outputs_abort(service *svc, prediction *p) {
+void outputs_abort(core *c, prediction *p) {
     output_op *op = p->ops;
     while (op) {
         output_op *next = op->next;
@@ -373,7 +370,7 @@ void outputs_abort(service *svc, prediction *p) {
             uv_cancel((uv_req_t *)&op->work); /* work_done runs either way */
         } else {
             if (op->req) {
-                http_client_abort(&svc->client, op->req);
+                http_client_abort(&c->client, op->req);
                 op->req = NULL;
             }
             if (op->retry_open)

@@ -1,0 +1,344 @@
+/* core/dispatch.c: a prediction on its worker slot. Sends the predict frame (numbered with
+ * the slot's `seq`; an input over 6 MiB goes through a spill file written off the loop),
+ * turns what comes back on the slot into prediction events, and gives the slot back. The
+ * frames are described in docs/architecture.md ("Transport"). */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/json_out.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "core/prediction_impl.h"
+#include "http/http.h"
+
+#define TARGET "coglet::service"
+#define SPILL_THRESHOLD ((size_t)6 << 20)
+#define INPUT_MAX (HTTP_MAX_BODY * 2)
+
+/* The one place a slot and a prediction are linked (prediction_create) and unlinked (here). */
+void dispatch_unlink(prediction *p, slot_fate fate) {
+    slot *s = p->slot;
+    if (!s)
+        return;
+    core *c = p->core;
+    s->prediction = NULL;
+    p->slot = NULL;
+    if (fate == SLOT_POISON)
+        orchestrator_poison(&c->orch, s);
+    else
+        orchestrator_release_slot(&c->orch, s);
+    prediction_unref(p); /* the slot's */
+}
+
+/* Nothing reached the worker (or it can never answer): the slot's fate, then p fails. */
+static void dispatch_failed(prediction *p, slot_fate fate, const char *error) {
+    prediction_ref(p);
+    dispatch_unlink(p, fate);
+    prediction_finish(p, PRED_FAILED, error);
+    prediction_unref(p);
+}
+
+/* /tmp/coglet/predictions/{id}/outputs, the id made safe as a path component (the Rust
+ * coglet uses it verbatim, so an id like ../../x escapes the directory). */
+void prediction_output_dir(const core *c, const char *id, char *out, size_t outlen) {
+    char safe[1024];
+    size_t n = 0;
+    for (const char *ch = id; *ch && n < sizeof safe - 1; ch++)
+        safe[n++] = (isalnum((unsigned char)*ch) || *ch == '-' || *ch == '_' || *ch == '.') ? *ch : '_';
+    safe[n] = '\0';
+    if (!n || !strcmp(safe, ".") || !strcmp(safe, ".."))
+        snprintf(safe, sizeof safe, "_");
+    snprintf(out, outlen, "%s/%s/outputs", c->cfg.output_dir_base, safe);
+}
+
+/* ---- sending ---- */
+
+static void send_failed(prediction *p, slot *s, int rc) {
+    if (p->slot != s)
+        return; /* ended meanwhile */
+    char err[256];
+    if (rc == UV_E2BIG) {
+        /* nothing reached the worker: the slot is fine */
+        snprintf(err, sizeof err, "Failed to send request: request over the %zu byte frame limit",
+                 (size_t)FRAME_MAX_PAYLOAD);
+        dispatch_failed(p, SLOT_RELEASE, err);
+    } else {
+        snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", uv_strerror(rc));
+        dispatch_failed(p, SLOT_POISON, err);
+    }
+}
+
+/* The predict frame (msg consumed) with the input inline. */
+static void send_inline(prediction *p, slot *s, json_t *msg, const buf *input) {
+    size_t len;
+    char *frame = frame_encode_with_raw(msg, "input", input->data, input->len, &len);
+    json_decref(msg);
+    if (!frame) {
+        dispatch_failed(p, SLOT_RELEASE, "Failed to send request: request over the frame limit");
+        return;
+    }
+    int rc = orchestrator_send_slot_raw(&p->core->orch, s, frame, len);
+    if (rc != 0 && p->slot == s) {
+        char err[256];
+        snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", uv_strerror(rc));
+        dispatch_failed(p, SLOT_POISON, err);
+    }
+}
+
+/* The predict frame (msg consumed) naming the spill file. */
+static void send_spilled(prediction *p, slot *s, json_t *msg) {
+    int rc = orchestrator_send_slot(&p->core->orch, s, msg);
+    json_decref(msg);
+    if (rc != 0)
+        send_failed(p, s, rc);
+}
+
+/* ---- input spill: over 6 MiB goes through a file, written on the thread pool ---- */
+
+typedef struct spill_job {
+    uv_work_t work;
+    prediction *p;
+    slot *s;
+    json_t *msg;
+    char *text;
+    size_t len;
+    char path[1400];
+    char error[1600];
+} spill_job;
+
+static int mkdirs(char *path) {
+    for (char *ch = path + 1; *ch; ch++) {
+        if (*ch != '/')
+            continue;
+        *ch = '\0';
+        int rc = mkdir(path, 0755);
+        *ch = '/';
+        if (rc != 0 && errno != EEXIST)
+            return -1;
+    }
+    return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+static int write_all(int fd, const char *data, size_t len) {
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+static void spill_write(uv_work_t *req) {
+    spill_job *job = container_of(req, spill_job, work);
+    char dir[1400];
+    snprintf(dir, sizeof dir, "%s", job->path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    if (mkdirs(dir) != 0) {
+        snprintf(job->error, sizeof job->error, "cannot create %s: %s", dir, strerror(errno));
+        return;
+    }
+    int fd = open(job->path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(job->error, sizeof job->error, "cannot create %s: %s", job->path, strerror(errno));
+        return;
+    }
+    if (write_all(fd, job->text, job->len) != 0)
+        snprintf(job->error, sizeof job->error, "writing %s: %s", job->path, strerror(errno));
+    close(fd);
+    if (job->error[0])
+        unlink(job->path);
+}
+
+static void spill_done(uv_work_t *req, int status) {
+    spill_job *job = container_of(req, spill_job, work);
+    prediction *p = job->p;
+    free(job->text);
+    int ours = p->slot == job->s && p->status == PRED_PROCESSING;
+    if (ours && status == 0 && !job->error[0]) {
+        json_object_set_new(job->msg, "input_file", json_string(job->path));
+        send_spilled(p, job->s, job->msg);
+    } else {
+        json_decref(job->msg);
+        if (ours) {
+            char err[400];
+            snprintf(err, sizeof err, "Failed to send request: cannot spill input: %.300s",
+                     job->error[0] ? job->error : "cancelled");
+            dispatch_failed(p, SLOT_RELEASE, err);
+        }
+    }
+    prediction_unref(p);
+    free(job);
+}
+
+static void random_hex(char *out, int n) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[32];
+    uv_random(NULL, NULL, b, sizeof b, 0, NULL);
+    for (int i = 0; i < n && i < 32; i++)
+        out[i] = hex[b[i] & 15];
+    out[n] = '\0';
+}
+
+static void spill_input(prediction *p, slot *s, json_t *msg, const char *outdir, buf *input) {
+    spill_job *job = calloc(1, sizeof *job);
+    if (!job) {
+        buf_free(input);
+        json_decref(msg);
+        dispatch_failed(p, SLOT_RELEASE, "Failed to send request: out of memory spilling input");
+        return;
+    }
+    char uuid[40];
+    random_hex(uuid, 32);
+    /* .../{id}/outputs -> .../{id}/inputs/spill_{uuid}.json */
+    snprintf(job->path, sizeof job->path, "%.*s/inputs/spill_%s.json", (int)(strrchr(outdir, '/') - outdir), outdir,
+             uuid);
+    job->p = p;
+    job->s = s;
+    job->msg = msg;
+    job->len = input->len;
+    job->text = buf_steal(input);
+    prediction_ref(p);
+    if (uv_queue_work(p->core->loop, &job->work, spill_write, spill_done) != 0) {
+        free(job->text);
+        json_decref(msg);
+        free(job);
+        dispatch_failed(p, SLOT_RELEASE, "Failed to send request: thread pool unavailable");
+        prediction_unref(p);
+    }
+}
+
+/* The input's bytes: the client's own when they can go as they are, else encoded once. */
+static int input_bytes(prediction *p, buf *in) {
+    buf_init(in, INPUT_MAX);
+    if (p->input_raw) {
+        in->data = p->input_raw;
+        in->cap = p->input_raw_off + p->input_raw_len + 1;
+        in->len = p->input_raw_off + p->input_raw_len;
+        p->input_raw = NULL;
+        buf_consume(in, p->input_raw_off); /* the value's bytes, at the front */
+        in->len = p->input_raw_len;
+        in->data[in->len] = '\0';
+        return 0;
+    }
+    if (json_out_append(in, p->input, 0) != BUF_OK) {
+        buf_free(in);
+        return -1;
+    }
+    return 0;
+}
+
+void dispatch_prediction(prediction *p) {
+    core *c = p->core;
+    slot *s = p->slot;
+    core_register(c, p);
+    p->status = PRED_PROCESSING;
+    /* the dispatch number first: a cancel raised by the start events (an SSE client already
+     * gone) must reach the worker, which holds it until the predict frame */
+    p->seq = ++s->seq;
+    prediction_emit_start(p);
+    if (p->slot != s)
+        return; /* finished meanwhile */
+    char dir[1200];
+    prediction_output_dir(c, p->id, dir, sizeof dir);
+    json_t *msg = json_pack("{s:s, s:s, s:I, s:O, s:s}", "type", "predict", "id", p->id, "seq", (json_int_t)p->seq,
+                            "context", p->context, "output_dir", dir);
+    if (!msg) {
+        dispatch_failed(p, SLOT_RELEASE, "Failed to send request: cannot encode the request");
+        return;
+    }
+    buf in;
+    if (input_bytes(p, &in) != 0) {
+        json_decref(msg);
+        dispatch_failed(p, SLOT_RELEASE, "Failed to send request: cannot encode the input");
+        return;
+    }
+    if (in.len > SPILL_THRESHOLD) {
+        spill_input(p, s, msg, dir, &in);
+        return;
+    }
+    send_inline(p, s, msg, &in);
+    buf_free(&in);
+}
+
+/* ---- what comes back on the slot ---- */
+
+/* The worker is done with p (or gone): the slot is freed first, then p ends. */
+static void end_on_slot(prediction *p, pred_status status, const char *error) {
+    prediction_ref(p);
+    dispatch_unlink(p, SLOT_RELEASE);
+    outputs_abort(p->core, p);
+    prediction_finish(p, status, error);
+    prediction_unref(p);
+}
+
+static void on_done(prediction *p, json_t *msg) {
+    p->is_stream = json_is_true(json_object_get(msg, "is_stream"));
+    json_t *out = json_object_get(msg, "output");
+    prediction_ref(p);
+    if (out)
+        prediction_append_output(p, out); /* the final value, inline in done */
+    if (p->slot)
+        dispatch_unlink(p, SLOT_RELEASE);
+    p->done_pending = 1; /* the worker is free; file outputs may still be settling */
+    prediction_maybe_done(p);
+    prediction_unref(p);
+}
+
+static void log_without_prediction(json_t *msg) {
+    const char *data = json_string_value(json_object_get(msg, "data"));
+    if (data && *data)
+        log_event(LOG_WARN, "coglet::prediction", json_pack("{s:s}", "prediction_id", "NO_ACTIVE_PREDICTION"), "%s",
+                  data);
+}
+
+void dispatch_on_slot_message(core *c, slot *s, json_t *msg) {
+    prediction *p = s->prediction;
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!strcmp(type, "protocol_version"))
+        return;
+    if (!p) {
+        if (!strcmp(type, "log_line"))
+            log_without_prediction(msg);
+        else
+            log_debug(TARGET, "dropping %s on idle slot %d", type, s->index);
+        return;
+    }
+    if (!strcmp(type, "log_line")) {
+        prediction_add_log(p, json_object_get(msg, "data"), json_string_value(json_object_get(msg, "source")));
+    } else if (!strcmp(type, "output_chunk")) {
+        json_t *out = json_object_get(msg, "output");
+        prediction_append_output(p, out ? out : json_null());
+    } else if (!strcmp(type, "file_output")) {
+        outputs_on_file(c, p, msg);
+    } else if (!strcmp(type, "metric")) {
+        prediction_add_metric(p, json_string_value(json_object_get(msg, "mode")),
+                              json_string_value(json_object_get(msg, "name")), json_object_get(msg, "value"));
+    } else if (!strcmp(type, "done")) {
+        on_done(p, msg);
+    } else if (!strcmp(type, "failed")) {
+        const char *err = json_string_value(json_object_get(msg, "error"));
+        end_on_slot(p, PRED_FAILED, err ? err : "unknown error");
+    } else if (!strcmp(type, "cancelled")) {
+        end_on_slot(p, PRED_CANCELED, NULL);
+    } else {
+        log_debug(TARGET, "ignoring slot message %s", type);
+    }
+}
+
+void dispatch_on_slot_failed(core *c, slot *s, const char *error) {
+    (void)c;
+    if (s->prediction)
+        end_on_slot(s->prediction, PRED_FAILED, error);
+}

@@ -1,0 +1,84 @@
+/* core/prediction.h: one prediction (or training) and what listens to it. A front door
+ * creates a prediction from a request, attaches its sinks, and starts it; the core runs it on
+ * a worker slot and tells every sink what happens, ending with exactly one terminal call. */
+#ifndef COGLET_PREDICTION_H
+#define COGLET_PREDICTION_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "core/core.h"
+
+typedef enum { PRED_STARTING, PRED_PROCESSING, PRED_SUCCEEDED, PRED_FAILED, PRED_CANCELED } pred_status;
+
+/* What listens to a prediction: the sync HTTP response, the SSE streams, the webhook. Any op
+ * may be NULL. Calls come in the order sinks were attached. After on_terminal the sink is
+ * detached and the core never touches it again; its memory is its own. */
+typedef struct sink sink;
+typedef struct sink_ops {
+    void (*on_start)(sink *s, prediction *p);
+    void (*on_output)(sink *s, prediction *p, const json_t *value, size_t index);
+    void (*on_log)(sink *s, prediction *p, const json_t *data, const char *source);
+    void (*on_metric)(sink *s, prediction *p, const char *mode, const char *name, const json_t *value);
+    /* The terminal state: `state` is the full prediction object (borrowed). */
+    void (*on_terminal)(sink *s, prediction *p, const json_t *state);
+    /* The prediction was discarded before it started: no terminal call will come. */
+    void (*on_discard)(sink *s, prediction *p);
+} sink_ops;
+struct sink {
+    const sink_ops *ops;
+    sink *next;
+};
+
+/* What a front door hands the core to make a prediction. */
+typedef struct prediction_request {
+    const char *id;        /* NULL: one is generated */
+    int is_training;
+    json_t *input;         /* validated input (taken; NULL means {}) */
+    char *input_raw;       /* optional: a buffer holding the input as the client sent it (taken) */
+    size_t input_raw_off, input_raw_len;
+    const json_t *context; /* object str -> str, or NULL (borrowed) */
+} prediction_request;
+
+/* Admits (core_admit), takes a slot and makes the prediction; it runs once started.
+ * NULL with *why set when it is not admitted (ADMIT_BUSY: no free slot); on ADMIT_OK with
+ * NULL, memory ran out. The request's owned fields are taken either way. */
+prediction *prediction_create(core *c, prediction_request *req, admit_result *why);
+/* Dispatches a created prediction to its slot: sinks get on_start, then the worker's events. */
+void prediction_start(prediction *p);
+/* Drops a created prediction that was never started; its slot goes back. */
+void prediction_discard(prediction *p);
+
+void prediction_ref(prediction *p);
+void prediction_unref(prediction *p);
+
+/* Sinks. attach appends; detach is for a sink that leaves before the end. */
+void prediction_attach(prediction *p, sink *s);
+void prediction_detach(prediction *p, sink *s);
+/* The first attached sink with these ops, or NULL. */
+sink *prediction_find_sink(const prediction *p, const sink_ops *ops);
+
+/* Asks the worker to stop it. 0, or -1 when p is not in flight. */
+int prediction_cancel(prediction *p);
+
+const char *prediction_id(const prediction *p);
+pred_status prediction_status(const prediction *p);
+int prediction_is_terminal(const prediction *p);
+int prediction_in_flight(const prediction *p);
+core *prediction_core(const prediction *p);
+const char *pred_status_name(pred_status s);
+
+/* The full prediction object (id, status, logs, output, error, metrics, and input when asked).
+ * New ref. */
+json_t *prediction_state_json(const prediction *p, int with_input);
+/* The body a waiting sync client gets. New ref. */
+json_t *prediction_sync_json(const prediction *p);
+
+/* The registry of in-flight predictions. */
+prediction *core_find(core *c, const char *id);
+/* Cancels the in-flight prediction with this id: 0, or -1 when there is none. */
+int core_cancel(core *c, const char *id);
+/* Calls fn for each in-flight prediction; fn may end it. */
+void core_foreach_prediction(core *c, void (*fn)(prediction *p, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,73 @@
+/* core/prediction_impl.h: the prediction object itself, for core/ only. prediction.c owns
+ * its state and lifecycle; dispatch.c links it to a slot and feeds it the worker's messages
+ * through the functions below; outputs.c keeps its own list in `ops`. Nothing outside core/
+ * includes this file. */
+#ifndef COGLET_PREDICTION_IMPL_H
+#define COGLET_PREDICTION_IMPL_H
+
+#include "common/buf.h"
+#include "core/outputs.h"
+#include "core/prediction.h"
+
+#define PRED_LOGS_MAX ((size_t)256 << 20)
+
+struct prediction {
+    int refs;
+    core *core;
+    char *id;
+    pred_status status;
+    int is_training;
+    json_t *input;   /* validated input, as sent to the worker */
+    char *input_raw; /* the request body, when its input can be sent as is (large inputs) */
+    size_t input_raw_off, input_raw_len;
+    json_t *context; /* object str -> str */
+    json_t *outputs; /* array of outputs received so far */
+    json_t *output;  /* final output at success (NULL before) */
+    json_t *metrics; /* user metrics */
+    buf logs;
+    char *error;
+    double started;        /* monotonic, at creation */
+    double predict_time_s; /* set at the terminal transition */
+    int is_stream;
+    /* dispatch.c: the slot while the worker runs it, and that slot's dispatch number */
+    slot *slot;
+    unsigned long long seq;
+    int started_dispatch;
+    int done_pending;   /* the worker said done; waiting for file outputs */
+    char *output_error; /* an output that could not be produced: fails the prediction */
+    /* outputs.c: file outputs being read or uploaded */
+    output_op *ops;
+    int num_ops;
+    sink *sinks;
+    struct prediction *next; /* registry */
+    int in_registry;
+};
+
+/* The terminal transition: sinks get on_terminal, the registry lets go. Once only. */
+void prediction_finish(prediction *p, pred_status status, const char *error);
+void core_register(core *c, prediction *p);
+
+/* Events from the worker (dispatch.c and outputs.c call these). */
+void prediction_emit_start(prediction *p);
+void prediction_add_log(prediction *p, const json_t *data, const char *source);
+void prediction_add_metric(prediction *p, const char *mode, const char *name, const json_t *value);
+/* An output value arrived: appended to outputs (append) or placed at index. */
+void prediction_append_output(prediction *p, const json_t *value);
+/* A place in outputs for a value produced later (a file). Its index. */
+size_t prediction_reserve_output(prediction *p);
+void prediction_place_output(prediction *p, size_t index, const json_t *value);
+/* Ends p once the worker said done and no file output is pending. */
+void prediction_maybe_done(prediction *p);
+
+/* dispatch.c */
+void dispatch_prediction(prediction *p);
+/* Unlinks p from its slot (released, or poisoned when the worker may still run it). */
+typedef enum { SLOT_RELEASE, SLOT_POISON } slot_fate;
+void dispatch_unlink(prediction *p, slot_fate fate);
+/* The slot's messages and failures (the orchestrator's callbacks go through here). */
+void dispatch_on_slot_message(core *c, slot *s, json_t *msg);
+void dispatch_on_slot_failed(core *c, slot *s, const char *error);
+/* /tmp/coglet/predictions/{id}/outputs (under cfg.output_dir_base), the id made safe. */
+void prediction_output_dir(const core *c, const char *id, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,89 @@
+/* webhook/sink.c: the webhook of one prediction as a sink. start/output/logs go out as
+ * they happen (webhook.c throttles and never retries them); the terminal state is a
+ * delivery the core tracks until webhook.c's retry series ends. */
+#include "webhook/sink.h"
+
+#include <stdlib.h>
+
+#include "common/util.h"
+#include "webhook/webhook.h"
+
+typedef struct webhook_sink {
+    sink super;
+    delivery del;
+    core *core;
+    webhook *wh;
+} webhook_sink;
+
+static void send_state(sink *s, prediction *p, unsigned event) {
+    webhook_sink *ws = container_of(s, webhook_sink, super);
+    json_t *state = prediction_state_json(p, 0);
+    webhook_event(ws->wh, event, state);
+    json_decref(state);
+}
+
+static void on_start(sink *s, prediction *p) { send_state(s, p, WEBHOOK_START); }
+
+static void on_output(sink *s, prediction *p, const json_t *value, size_t index) {
+    (void)value, (void)index;
+    send_state(s, p, WEBHOOK_OUTPUT);
+}
+
+static void on_log(sink *s, prediction *p, const json_t *data, const char *source) {
+    (void)data, (void)source;
+    send_state(s, p, WEBHOOK_LOGS);
+}
+
+static void on_delivered(void *ctx, webhook *wh) {
+    (void)wh; /* webhook.c frees itself after this returns */
+    webhook_sink *ws = ctx;
+    core_delivery_end(ws->core, &ws->del);
+    free(ws);
+}
+
+static void on_terminal(sink *s, prediction *p, const json_t *state) {
+    (void)p;
+    webhook_sink *ws = container_of(s, webhook_sink, super);
+    core_delivery_begin(ws->core, &ws->del);
+    webhook_completed(ws->wh, state, on_delivered, ws);
+}
+
+static void on_discard(sink *s, prediction *p) {
+    (void)p;
+    webhook_sink *ws = container_of(s, webhook_sink, super);
+    webhook_free(ws->wh);
+    free(ws);
+}
+
+static void abandon(delivery *d) {
+    webhook_sink *ws = container_of(d, webhook_sink, del);
+    webhook_free(ws->wh); /* no done callback */
+    free(ws);
+}
+
+static const sink_ops webhook_sink_ops = {
+    .on_start = on_start,
+    .on_output = on_output,
+    .on_log = on_log,
+    .on_terminal = on_terminal,
+    .on_discard = on_discard,
+};
+
+static const delivery_ops webhook_delivery_ops = {.abandon = abandon};
+
+sink *webhook_sink_new(core *c, const char *url, unsigned events, const char *traceparent, const char *tracestate) {
+    if (core_client(c) != 0)
+        return NULL;
+    webhook_sink *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return NULL;
+    ws->wh = webhook_new(&c->client, &c->webhook_settings, url, events, traceparent, tracestate);
+    if (!ws->wh) {
+        free(ws);
+        return NULL;
+    }
+    ws->super.ops = &webhook_sink_ops;
+    ws->del.ops = &webhook_delivery_ops;
+    ws->core = c;
+    return &ws->super;
+}
