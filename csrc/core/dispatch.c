@@ -15,11 +15,10 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "core/prediction_impl.h"
-#include "http/http.h"
 
 #define TARGET "coglet::service"
 #define SPILL_THRESHOLD ((size_t)6 << 20)
-#define INPUT_MAX (HTTP_MAX_BODY * 2)
+#define INPUT_MAX ((size_t)200 << 20) /* twice the largest request body, as encoded */
 
 /* The one place a slot and a prediction are linked (prediction_create) and unlinked (here). */
 void dispatch_unlink(prediction *p, slot_fate fate) {

@@ -11,7 +11,7 @@
 #include "common/util.h"
 #include "core/prediction.h"
 #include "http/door.h"
-#include "webhook/sink.h"
+#include "core/webhook_sink.h"
 
 #define TARGET "coglet::transport::http"
 #define JSON_OUT JSON_OUT_SORTED

@@ -1,4 +1,4 @@
-/* webhook/sink.h: a prediction's webhook as a sink of the core; the terminal delivery is
+/* core/webhook_sink.h: a prediction's webhook as a sink of the core; the terminal delivery is
  * a delivery the core waits for at shutdown. */
 #ifndef COGLET_WEBHOOK_SINK_H
 #define COGLET_WEBHOOK_SINK_H

@@ -1,7 +1,7 @@
-/* webhook/sink.c: the webhook of one prediction as a sink. start/output/logs go out as
+/* core/webhook_sink.c: the webhook of one prediction as a sink. start/output/logs go out as
  * they happen (webhook.c throttles and never retries them); the terminal state is a
  * delivery the core tracks until webhook.c's retry series ends. */
-#include "webhook/sink.h"
+#include "core/webhook_sink.h"
 
 #include <stdlib.h>
 
