@@ -5,6 +5,7 @@
  * errors, and one that finally fails fails the prediction instead of vanishing. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,18 +46,30 @@ struct output_op {
     int aborted;
 };
 
+/* *dst = the formatted text (replacing what it held); "out of memory" when that fails. */
+__attribute__((format(printf, 2, 3))) static void set_error(char **dst, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = NULL;
+    if (vasprintf(&text, fmt, ap) < 0)
+        text = strdup("out of memory");
+    va_end(ap);
+    free(*dst);
+    *dst = text;
+}
+
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static char *data_url_of(const char *path, const char *mime, char **error) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        asprintf(error, "cannot open output file %s: %s", path, strerror(errno));
+        set_error(error, "cannot open output file %s: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        asprintf(error, "output %s is not a regular file", path);
+        set_error(error, "output %s is not a regular file", path);
         return NULL;
     }
     size_t size = (size_t)st.st_size;
@@ -65,7 +78,7 @@ static char *data_url_of(const char *path, const char *mime, char **error) {
     char *out = malloc(outlen + 1);
     if (!out) {
         close(fd);
-        asprintf(error, "output %s: out of memory", path);
+        set_error(error, "output %s: out of memory", path);
         return NULL;
     }
     char *o = out + sprintf(out, "data:%s;base64,", mime);
@@ -79,7 +92,7 @@ static char *data_url_of(const char *path, const char *mime, char **error) {
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0) {
-                asprintf(error, "reading output %s: %s", path, strerror(errno));
+                set_error(error, "reading output %s: %s", path, strerror(errno));
                 close(fd);
                 free(out);
                 return NULL;
@@ -124,7 +137,7 @@ static void work_read(uv_work_t *req) {
         json_error_t err;
         op->result = json_load_file(op->path, JSON_DECODE_ANY, &err);
         if (!op->result)
-            asprintf(&op->error, "cannot read oversized output %s: %s", op->path, err.text);
+            set_error(&op->error, "cannot read oversized output %s: %s", op->path, err.text);
     }
     if (op->delete_after)
         unlink(op->path);
@@ -175,6 +188,9 @@ static void op_settle(output_op *op) {
         log_event(LOG_ERROR, TARGET, json_pack("{s:s}", "prediction_id", p->id), "%s", op->error);
         if (!p->output_error)
             p->output_error = strdup(op->error);
+    } else if (!op->result && !op->aborted) {
+        if (!p->output_error)
+            p->output_error = strdup("an output could not be produced: out of memory");
     } else if (op->result && !op->aborted) {
         prediction_place_output(p, op->index, op->result);
     }
@@ -258,7 +274,7 @@ static void on_uploaded(void *ctx, const client_result *res) {
         uv_timer_start(&op->retry, on_retry, (uint64_t)(delay * 1000), 0);
         return;
     }
-    asprintf(&op->error, "Failed to upload output %s: %s after %d attempt(s)", op->path, what, op->attempt);
+    set_error(&op->error, "Failed to upload output %s: %s after %d attempt(s)", op->path, what, op->attempt);
     op_settle(op);
 }
 
@@ -270,7 +286,7 @@ static void upload_start(output_op *op) {
     op->file = fopen(op->path, "rb");
     struct stat st;
     if (!op->file || fstat(fileno(op->file), &st) != 0) {
-        asprintf(&op->error, "Failed to upload output %s: %s", op->path, strerror(errno));
+        set_error(&op->error, "Failed to upload output %s: %s", op->path, strerror(errno));
         op_settle(op);
         return;
     }
@@ -278,10 +294,18 @@ static void upload_start(output_op *op) {
     base = base && base[1] ? base + 1 : (op->path[0] ? op->path : "output");
     const char *prefix = c->cfg.upload_url;
     size_t plen = strlen(prefix);
-    char *url = NULL;
-    asprintf(&url, "%s%s%s", prefix, plen && prefix[plen - 1] == '/' ? "" : "/", base);
-    char *ctype = NULL;
-    asprintf(&ctype, "Content-Type: %s", op->mime);
+    char *url = NULL, *ctype = NULL;
+    if (asprintf(&url, "%s%s%s", prefix, plen && prefix[plen - 1] == '/' ? "" : "/", base) < 0)
+        url = NULL;
+    if (asprintf(&ctype, "Content-Type: %s", op->mime) < 0)
+        ctype = NULL;
+    if (!url || !ctype) {
+        free(url);
+        free(ctype);
+        set_error(&op->error, "Failed to upload output %s: out of memory", op->path);
+        op_settle(op);
+        return;
+    }
     const char *headers[] = {ctype, "Expect:", NULL};
     client_request_opts opts = {
         .method = "PUT",
@@ -295,7 +319,7 @@ static void upload_start(output_op *op) {
     free(url);
     free(ctype);
     if (!op->req) {
-        asprintf(&op->error, "Failed to upload output %s: could not start the request", op->path);
+        set_error(&op->error, "Failed to upload output %s: could not start the request", op->path);
         op_settle(op);
     }
 }
@@ -344,7 +368,7 @@ void outputs_on_file(core *c, prediction *p, json_t *msg) {
     } else if (c->cfg.upload_url) {
         op->kind = OP_UPLOAD;
         if (core_client(c) != 0) {
-            asprintf(&op->error, "Failed to upload output %s: no HTTP client (libcurl could not be loaded)", op->path);
+            set_error(&op->error, "Failed to upload output %s: no HTTP client (libcurl could not be loaded)", op->path);
             op_settle(op);
             return;
         }
@@ -356,7 +380,7 @@ void outputs_on_file(core *c, prediction *p, json_t *msg) {
     op->in_pool = 1;
     if (uv_queue_work(c->loop, &op->work, work_read, work_done) != 0) {
         op->in_pool = 0;
-        asprintf(&op->error, "cannot read output %s: thread pool unavailable", op->path);
+        set_error(&op->error, "cannot read output %s: thread pool unavailable", op->path);
         op_settle(op);
     }
 }

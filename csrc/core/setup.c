@@ -151,7 +151,7 @@ static void on_worker_gone(void *app, const char *error) {
     core *c = app;
     c->health = HEALTH_DEFUNCT;
     health_fail_waiters(c, NULL);
-    for (int i = 0; i < c->cfg.max_concurrency; i++)
+    for (int i = 0; c->orch.slots && i < c->cfg.max_concurrency; i++)
         dispatch_on_slot_failed(c, &c->orch.slots[i], error);
     core_shutdown_check(c);
 }

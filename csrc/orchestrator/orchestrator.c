@@ -592,10 +592,11 @@ static void maybe_closed(orchestrator *orch) {
         return;
     if (orch->proc_alive || orch->control_open || orch->out_open || orch->err_open || orch->timer_open)
         return;
-    for (int i = 0; i < orch->cfg.num_slots; i++)
+    /* slots is NULL when orchestrator_start could not allocate it */
+    for (int i = 0; orch->slots && i < orch->cfg.num_slots; i++)
         if (orch->slots[i].pipe_open)
             return;
-    for (int i = 0; i < orch->cfg.num_slots; i++)
+    for (int i = 0; orch->slots && i < orch->cfg.num_slots; i++)
         frame_decoder_free(&orch->slots[i].dec);
     free(orch->slots);
     orch->slots = NULL;
