@@ -63,9 +63,9 @@ int core_client(core *c) {
     if (c->client_open)
         return 0;
     if (c->shutdown == SHUTDOWN_CLOSE || c->shutdown == SHUTDOWN_STOPPED)
-        return -1;
+        return UV_ECANCELED;
     if (http_client_init(&c->client, c->loop) != 0)
-        return -1;
+        return UV_ENOSYS;
     c->client_open = 1;
     return 0;
 }

@@ -129,7 +129,8 @@ int core_start(core *c, uv_loop_t *loop, const core_config *cfg);
 /* Front doors register before core_start's loop runs; the core closes them at shutdown. */
 void core_add_door(core *c, front_door *door);
 void core_door_closed(core *c, front_door *door);
-/* The webhook/upload client, started on first use (libcurl loads then). 0 or -1. */
+/* The webhook/upload client, started on first use (libcurl loads then). 0, UV_ECANCELED once
+ * the core is closing, or UV_ENOSYS when libcurl cannot be loaded. */
 int core_client(core *c);
 void core_delivery_begin(core *c, delivery *d);
 void core_delivery_end(core *c, delivery *d);
@@ -153,7 +154,8 @@ const validator *core_validator(const core *c, int is_training);
 const char *core_health_name(const core *c);
 /* The /health-check body: status, setup, version, user_healthcheck_error. New ref. */
 json_t *core_health_json(const core *c);
-/* Queues w for the user's healthcheck when one should run (0), else -1: answer now. */
+/* Queues w for the user's healthcheck (0), or UV_ENOTSUP when none should run now: then the
+ * caller answers at once. */
 int core_health_wait(core *c, health_waiter *w);
 void core_health_unwait(health_waiter *w);
 

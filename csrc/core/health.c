@@ -120,7 +120,7 @@ void health_fail_waiters(core *c, const char *error) {
 
 int core_health_wait(core *c, health_waiter *w) {
     if (c->health != HEALTH_READY || !c->user_healthcheck || core_shutting_down(c))
-        return -1;
+        return UV_ENOTSUP;
     w->core = c;
     uv_timer_init(c->loop, &w->timer);
     uv_timer_start(&w->timer, waiter_timeout, WAIT_LIMIT_MS, 0);

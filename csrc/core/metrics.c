@@ -1,8 +1,11 @@
-/* service/metrics.c: dot paths address nested objects; replace/increment/append. */
+/* core/metrics.c: merging a prediction's metric messages: dot paths address nested objects;
+ * replace, increment, append (docs/predictors.md, "Metrics"). */
 #include "core/metrics.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include <uv.h>
 
 #include "common/log.h"
 
@@ -18,11 +21,11 @@ static int valid_name(const char *name) {
 int metrics_merge(json_t *metrics, const char *name, json_t *value, const char *mode) {
     if (!valid_name(name)) {
         log_warn("coglet::service", "ignoring metric with invalid name '%s'", name ? name : "");
-        return -1;
+        return UV_EINVAL;
     }
     char *path = strdup(name);
     if (!path)
-        return -1;
+        return UV_ENOMEM;
     json_t *node = metrics;
     char *seg = path;
     char *dot;

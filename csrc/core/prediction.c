@@ -380,7 +380,7 @@ void prediction_maybe_done(prediction *p) {
 
 int prediction_cancel(prediction *p) {
     if (!p->in_registry)
-        return -1;
+        return UV_ENOENT;
     core *c = p->core;
     if (p->done_pending) {
         /* the worker is done; only file outputs remain, and they stop here */
@@ -403,5 +403,5 @@ int prediction_cancel(prediction *p) {
 
 int core_cancel(core *c, const char *id) {
     prediction *p = core_find(c, id);
-    return p ? prediction_cancel(p) : -1;
+    return p ? prediction_cancel(p) : UV_ENOENT;
 }

@@ -58,7 +58,7 @@ void prediction_detach(prediction *p, sink *s);
 /* The first attached sink with these ops, or NULL. */
 sink *prediction_find_sink(const prediction *p, const sink_ops *ops);
 
-/* Asks the worker to stop it. 0, or -1 when p is not in flight. */
+/* Asks the worker to stop it. 0, or UV_ENOENT when p is not in flight. */
 int prediction_cancel(prediction *p);
 
 const char *prediction_id(const prediction *p);
@@ -76,7 +76,7 @@ json_t *prediction_sync_json(const prediction *p);
 
 /* The registry of in-flight predictions. */
 prediction *core_find(core *c, const char *id);
-/* Cancels the in-flight prediction with this id: 0, or -1 when there is none. */
+/* Cancels the in-flight prediction with this id: 0, or UV_ENOENT when there is none. */
 int core_cancel(core *c, const char *id);
 /* Calls fn for each in-flight prediction; fn may end it. */
 void core_foreach_prediction(core *c, void (*fn)(prediction *p, void *arg), void *arg);
