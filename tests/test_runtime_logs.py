@@ -311,3 +311,35 @@ def test_prediction_lines_in_server_log_with_id(sync_srv):
     line = sync_srv.wait_log(r'"message":"three".*"prediction_id":"%s"' % body["id"])
     rec = json.loads(line)
     assert rec["target"] == "coglet::prediction"
+
+
+LONG_LINE = """
+import os
+
+# 20,000 bytes, every 5-byte cell numbered: a lost, repeated or reordered byte shows
+PAYLOAD = "".join("%04d|" % i for i in range(4000))
+
+
+class Predictor:
+    def setup(self):
+        os.write(1, PAYLOAD.encode() + b"\\n")
+
+    def predict(self) -> str:
+        return "ok"
+"""
+
+
+def test_long_fd1_line_is_logged_in_pieces_of_at_most_4096_bytes(make_server):
+    """The parent cuts what the worker writes on fd 1/2 into log lines of at most 4,096 bytes
+    (docs/worker-protocol.md#worker-output-on-fds-1-and-2): one 20,000-byte line becomes
+    pieces of 4,096 bytes and a last one, in order, none lost."""
+    payload = "".join("%04d|" % i for i in range(4000))
+    srv = make_server(code=LONG_LINE)
+    assert srv.health()["status"] == "READY", srv.log_text()
+    logs = srv.health()["setup"]["logs"]
+    pieces = re.findall(r"^\[coglet::setup\] ([\d|]+)$", logs, re.M)
+    assert "".join(pieces) == payload, [len(p) for p in pieces]
+    assert [len(p) for p in pieces] == [4096] * 4 + [20000 - 4 * 4096]
+    # the server's own log lines carry the same pieces
+    logged = [m for m in srv.messages() if isinstance(m, str) and re.fullmatch(r"[\d|]+", m)]
+    assert logged == pieces
