@@ -343,3 +343,30 @@ def test_long_fd1_line_is_logged_in_pieces_of_at_most_4096_bytes(make_server):
     # the server's own log lines carry the same pieces
     logged = [m for m in srv.messages() if isinstance(m, str) and re.fullmatch(r"[\d|]+", m)]
     assert logged == pieces
+
+
+LONG_UTF8_LINE = """
+import os
+
+
+class Predictor:
+    def setup(self):
+        # 20,001 bytes of a 3-byte character: 4,096 is not a multiple of 3
+        os.write(2, ("\\u20ac" * 6667).encode() + b"\\n")
+
+    def predict(self) -> str:
+        return "ok"
+"""
+
+
+def test_long_fd2_line_is_cut_between_utf8_characters(make_server):
+    """A piece ends before a character rather than inside it, so every piece is valid UTF-8
+    (the JSON log and setup.logs hold text) and the characters join up again."""
+    srv = make_server(code=LONG_UTF8_LINE)
+    assert srv.health()["status"] == "READY", srv.log_text()
+    logs = srv.health()["setup"]["logs"]
+    pieces = re.findall(r"^\[coglet::setup\] (\u20ac+)$", logs, re.M)
+    assert "".join(pieces) == "\u20ac" * 6667, [len(p) for p in pieces]
+    assert [len(p.encode()) for p in pieces] == [4095] * 4 + [20001 - 4 * 4095]
+    logged = [m for m in srv.messages() if isinstance(m, str) and m.startswith("\u20ac")]
+    assert logged == pieces

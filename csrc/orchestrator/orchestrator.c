@@ -144,8 +144,9 @@ static void emit_piece(orchestrator *orch, const char *source, char *data, size_
 }
 
 /* Cuts worker fd 1/2 output into log lines of at most LINE_MAX_BYTES: a '\n' ends a line, a
- * longer run is split into LINE_MAX_BYTES pieces (no byte lost), and a shorter tail waits
- * for more bytes unless flush_all. So a line never costs more than LINE_MAX_BYTES of log. */
+ * longer run is split into pieces of at most LINE_MAX_BYTES (no byte lost), cut before a
+ * UTF-8 character rather than inside one (a piece must stay valid text for the JSON log);
+ * a tail without '\n' waits for more bytes unless flush_all. */
 static void emit_lines(orchestrator *orch, buf *line, const char *source, int flush_all) {
     size_t start = 0;
     for (size_t i = 0; i < line->len; i++) {
@@ -153,11 +154,16 @@ static void emit_lines(orchestrator *orch, buf *line, const char *source, int fl
             emit_piece(orch, source, line->data + start, i - start);
             start = i + 1;
         } else if (i - start == LINE_MAX_BYTES) {
-            emit_piece(orch, source, line->data + start, LINE_MAX_BYTES);
-            start = i;
+            size_t cut = i; /* a character starts at most 3 bytes back; else it is not UTF-8 */
+            while (cut > i - 3 && ((unsigned char)line->data[cut] & 0xC0) == 0x80)
+                cut--;
+            if (((unsigned char)line->data[cut] & 0xC0) == 0x80)
+                cut = i;
+            emit_piece(orch, source, line->data + start, cut - start);
+            start = cut;
         }
     }
-    if (line->len - start == LINE_MAX_BYTES || (flush_all && line->len > start)) {
+    if (flush_all && line->len > start) {
         emit_piece(orch, source, line->data + start, line->len - start);
         start = line->len;
     }
@@ -197,7 +203,7 @@ static void on_output_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
         close_handle(orch, (uv_handle_t *)stream, is_err ? &orch->err_open : &orch->out_open);
         return;
     }
-    /* emit_lines leaves less than a piece behind, so a 64 KiB read always fits; should it
+    /* emit_lines leaves at most one piece behind, so a 64 KiB read always fits; should it
      * not, what is buffered goes out first and nothing is dropped. */
     if (buf_append(line, b->base, (size_t)nread) != BUF_OK) {
         emit_lines(orch, line, source, 1);
