@@ -1,9 +1,10 @@
-"""Runtime fidelity, logs (SPEC 8.5, 8.6, 7.7, 1.6): what a predictor writes ends up in its
+"""Runtime fidelity, logs (docs/worker-protocol.md#log-routing, docs/logging.md): what a predictor writes ends up in its
 own prediction's `logs` — print and sys.stdout/sys.stderr writes from any thread of a sync
 prediction, from the tasks (and to_thread helpers) of an async one, through a replaced
 sys.stdout or contextlib.redirect_stdout; setup output lands in setup.logs; fd 1/2 output
 (os.write, subprocesses) is logged by the parent and never lost; a single write over 4 MiB is
-truncated with the SPEC marker."""
+truncated with the documented marker; a long fd 1/2 line is logged in pieces of at most
+4,096 bytes."""
 
 import json
 import re
@@ -215,7 +216,7 @@ def test_replaced_sys_stderr_stays_captured(sync_srv):
 
 def test_replaced_sys_stdout_reads_back_as_the_users_stream(sync_srv):
     """`sys.stdout = io.StringIO(); print(...); sys.stdout.getvalue()` works unchanged (it does
-    in plain Python and in the original coglet, where the replacement is not wrapped), and
+    in plain Python and in the Rust coglet, where the replacement is not wrapped), and
     the text is in the logs too."""
     body = ok(sync_srv, {"mode": "readback"})
     assert body["output"] == "captured twice\n"
