@@ -135,20 +135,39 @@ void orchestrator_poison(orchestrator *orch, slot *s) {
 
 /* ---- worker output (fds 1 and 2) ---- */
 
+/* Logs one piece of worker output; data[len] is borrowed as the terminator and put back. */
+static void emit_piece(orchestrator *orch, const char *source, char *data, size_t len) {
+    char saved = data[len];
+    data[len] = '\0';
+    orch->ops->on_log(orch->app, source, data);
+    data[len] = saved;
+}
+
+/* Cuts worker fd 1/2 output into log lines of at most LINE_MAX_BYTES: a '\n' ends a line, a
+ * longer run is split into pieces of at most LINE_MAX_BYTES (no byte lost), cut before a
+ * UTF-8 character rather than inside one (a piece must stay valid text for the JSON log);
+ * a tail without '\n' waits for more bytes unless flush_all. */
 static void emit_lines(orchestrator *orch, buf *line, const char *source, int flush_all) {
     size_t start = 0;
     for (size_t i = 0; i < line->len; i++) {
         if (line->data[i] == '\n') {
-            line->data[i] = '\0';
-            orch->ops->on_log(orch->app, source, line->data + start);
+            emit_piece(orch, source, line->data + start, i - start);
             start = i + 1;
+        } else if (i - start == LINE_MAX_BYTES) {
+            size_t cut = i; /* a character starts at most 3 bytes back; else it is not UTF-8 */
+            while (cut > i - 3 && ((unsigned char)line->data[cut] & 0xC0) == 0x80)
+                cut--;
+            if (((unsigned char)line->data[cut] & 0xC0) == 0x80)
+                cut = i;
+            emit_piece(orch, source, line->data + start, cut - start);
+            start = cut;
         }
     }
-    buf_consume(line, start);
-    if (line->len && (flush_all || line->len >= LINE_MAX_BYTES)) {
-        orch->ops->on_log(orch->app, source, line->data);
-        buf_reset(line);
+    if (flush_all && line->len > start) {
+        emit_piece(orch, source, line->data + start, line->len - start);
+        start = line->len;
     }
+    buf_consume(line, start);
 }
 
 static void on_output_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) {
@@ -184,10 +203,11 @@ static void on_output_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
         close_handle(orch, (uv_handle_t *)stream, is_err ? &orch->err_open : &orch->out_open);
         return;
     }
-    /* Lossy: a line over the buffer cap is cut, never fatal. */
+    /* emit_lines leaves at most one piece behind, so a 64 KiB read always fits; should it
+     * not, what is buffered goes out first and nothing is dropped. */
     if (buf_append(line, b->base, (size_t)nread) != BUF_OK) {
         emit_lines(orch, line, source, 1);
-        buf_append(line, b->base, (size_t)nread < LINE_MAX_BYTES ? (size_t)nread : LINE_MAX_BYTES);
+        buf_append(line, b->base, (size_t)nread);
     }
     emit_lines(orch, line, source, 0);
 }
