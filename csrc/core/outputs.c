@@ -1,7 +1,7 @@
-/* service/outputs.c: outputs the parent produces from files (SPEC 5.2, 7.6): data URLs and
- * oversized (spilled) values are read on libuv's thread pool, uploads stream the file from
- * disk through libcurl on the loop. Each output keeps the place the predictor gave it
- * (the original appends in completion order); an upload is retried on 5xx / transport
+/* core/outputs.c: outputs the parent produces from files (docs/files.md#outputs-in-the-parent):
+ * data URLs and oversized (spilled) values are read on libuv's thread pool, uploads stream
+ * the file from disk through libcurl on the loop. Each output keeps the place the predictor
+ * gave it (the Rust coglet appends in completion order); an upload is retried on 5xx / transport
  * errors, and one that finally fails fails the prediction instead of vanishing. */
 #include <errno.h>
 #include <fcntl.h>
@@ -221,7 +221,7 @@ static void upload_start(output_op *op);
 
 static void on_retry(uv_timer_t *t) { upload_start(t->data); }
 
-/* The output URL: Location, else the final URL, without its query (SPEC 5.2). */
+/* The output URL: Location, else the final URL, without its query (docs/files.md#outputs-in-the-parent). */
 static char *output_url(const client_result *res) {
     const char *u = res->location && *res->location ? res->location : res->effective_url;
     if (!u)

@@ -1,5 +1,5 @@
 /* orchestrator/orchestrator.c: spawns the worker and speaks the frame protocol with it.
- * Transport (ours, SPEC 7.2 allows it): the control channel and every slot are
+ * Transport (ours; docs/worker-protocol.md#channels): the control channel and every slot are
  * socketpairs handed to the worker as inherited fds 3, 4, ...; the worker's fds 1 and 2
  * are pipes we read and log, so nothing the worker prints is lost. */
 #include "orchestrator/orchestrator.h"
@@ -286,7 +286,7 @@ static void on_timer(uv_timer_t *timer) {
         log_error(TARGET, "worker setup timed out");
         orch->state = ORCH_GONE;
         orch->ops->on_setup_failed(orch->app, "worker setup timed out");
-        /* Not killed (SPEC 9.3): it exits once it sees its control channel closed. */
+        /* Not killed (docs/worker-protocol.md#setup-failures): it exits once it sees its control channel closed. */
         close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
         return;
     }
@@ -643,7 +643,7 @@ void orchestrator_close(orchestrator *orch, void (*on_closed)(orchestrator *orch
         orch->shutdown_sent = 1;
     }
     /* Closing our ends: the worker sees EOF and exits even mid-setup. We do not wait for
-     * its exit (SPEC 9.1); the process handle is just unreferenced. */
+     * its exit (docs/http-api.md#shutdown); the process handle is just unreferenced. */
     close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
     for (int i = 0; orch->slots && i < orch->cfg.num_slots; i++)
         close_handle(orch, (uv_handle_t *)&orch->slots[i].pipe, &orch->slots[i].pipe_open);

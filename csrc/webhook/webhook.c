@@ -1,4 +1,4 @@
-/* webhook/webhook.c: throttling, headers and the terminal retry series (SPEC 4.2):
+/* webhook/webhook.c: throttling, headers and the terminal retry series (docs/http-api.md#webhooks):
  * 2xx = delivered; 429/500/502/503/504 or a transport error = retry after
  * base * 2^min(n,10); any other status = give up. */
 #include "webhook/webhook.h"

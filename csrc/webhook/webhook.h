@@ -1,4 +1,4 @@
-/* webhook/webhook.h: one prediction's webhooks (SPEC 4): events start/output/logs
+/* webhook/webhook.h: one prediction's webhooks (docs/http-api.md#webhooks): events start/output/logs
  * (fire-and-forget, start and logs throttled) and the terminal `completed`, retried. */
 #ifndef COGLET_WEBHOOK_H
 #define COGLET_WEBHOOK_H
