@@ -1,4 +1,4 @@
-"""Python-side helpers for the C worker (coglet._impl, csrc/py/worker.c).
+"""Python-side helpers for the C worker (coglet._impl, csrc/worker/).
 
 The worker's protocol, threads and hot path are C. What lives here is what is naturally
 Python and runs rarely or only for non-JSON-native values: loading the predictor (through
@@ -34,7 +34,7 @@ def _kind(fn):
 
 
 def pyerr(exc):
-    """`{type qualname}: {str(exc)}` (SPEC 0)."""
+    """`{type qualname}: {str(exc)}`, the form every error text the original sends uses."""
     return "%s: %s" % (type(exc).__qualname__, exc)
 
 
@@ -112,8 +112,8 @@ def _check_runner_class(cls, name):
 
 
 def _resolve_ref(ref):
-    """Accepts every form of SPEC 8.1 plus a module path: `predict.py:Predictor`,
-    `predict.py`, `pkg.module:Predictor`, `pkg.module`."""
+    """Accepts every reference form cog.yaml allows plus a module path (docs/predictors.md):
+    `predict.py:Predictor`, `predict.py`, `pkg.module:Predictor`, `pkg.module`."""
     path, sep, name = ref.partition(":")
     if path.endswith(".py") or os.path.sep in path or os.path.exists(path):
         return ref
@@ -259,7 +259,7 @@ class Predictor:
         return asyncio.run_coroutine_threadsafe(run(), self.event_loop()), q
 
 
-    # ---- user healthcheck (SPEC 7.8) ----
+    # ---- user healthcheck (docs/predictors.md, health checks) ----
 
     def run_healthcheck(self):
         """(status, error) of the user's healthcheck(): only a returned False is unhealthy;
@@ -289,7 +289,7 @@ class Predictor:
         return ("healthy", None)
 
 
-# ---- inputs (SPEC 5.1) ----
+# ---- inputs: File, Path and Secret parameters (docs/predictors.md, files) ----
 
 
 def _classify(annotation):
@@ -424,7 +424,7 @@ def cleanup(temps):
             pass
 
 
-# ---- outputs (SPEC 8.4) ----
+# ---- outputs (docs/predictors.md, outputs) ----
 
 
 def is_file_like(obj):
@@ -479,8 +479,8 @@ def file_output(obj, output_dir, n):
 
 
 def encode_other(obj):
-    """One step of SPEC 8.4's recursive encoding for a value that is not a JSON-native
-    type; the C encoder recurses into what this returns."""
+    """One step of the recursive output encoding for a value that is not a JSON-native
+    type; the C converter (csrc/py/convert.c) converts what this returns."""
     import dataclasses
     import enum
 
@@ -519,7 +519,7 @@ def encode_other(obj):
 def protect_std_streams(slot_writer_type, tee_writer_type):
     """A predictor that assigns sys.stdout (directly or through contextlib.redirect_stdout)
     keeps being captured: the new stream is wrapped in a _TeeWriter that writes to our
-    _SlotLogWriter and to the user's stream. SPEC 8.6's audit hook never fires on 3.11 for
+    _SlotLogWriter and to the user's stream. The original's audit hook never fires on 3.11 for
     `sys.stdout = x`; a ModuleType subclass's __setattr__ on the sys module does."""
 
     class _CapturedSys(types.ModuleType):
