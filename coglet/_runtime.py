@@ -1,4 +1,4 @@
-"""Python-side helpers for the C worker (coglet._impl, csrc/py/worker.c).
+"""Python-side helpers for the C worker (coglet._impl, csrc/worker/).
 
 The worker's protocol, threads and hot path are C. What lives here is what is naturally
 Python and runs rarely or only for non-JSON-native values: loading the predictor (through

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fs.h"
+#include "common/ids.h"
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -111,32 +113,6 @@ typedef struct spill_job {
     char error[1600];
 } spill_job;
 
-static int mkdirs(char *path) {
-    for (char *ch = path + 1; *ch; ch++) {
-        if (*ch != '/')
-            continue;
-        *ch = '\0';
-        int rc = mkdir(path, 0755);
-        *ch = '/';
-        if (rc != 0 && errno != EEXIST)
-            return -1;
-    }
-    return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
-}
-
-static int write_all(int fd, const char *data, size_t len) {
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        off += (size_t)n;
-    }
-    return 0;
-}
-
 static void spill_write(uv_work_t *req) {
     spill_job *job = container_of(req, spill_job, work);
     char dir[1400];
@@ -144,8 +120,9 @@ static void spill_write(uv_work_t *req) {
     char *slash = strrchr(dir, '/');
     if (slash)
         *slash = '\0';
-    if (mkdirs(dir) != 0) {
-        snprintf(job->error, sizeof job->error, "cannot create %s: %s", dir, strerror(errno));
+    int rc = fs_mkdirs(dir, 0755);
+    if (rc != 0) {
+        snprintf(job->error, sizeof job->error, "cannot create %s: %s", dir, strerror(-rc));
         return;
     }
     int fd = open(job->path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
@@ -153,8 +130,9 @@ static void spill_write(uv_work_t *req) {
         snprintf(job->error, sizeof job->error, "cannot create %s: %s", job->path, strerror(errno));
         return;
     }
-    if (write_all(fd, job->text, job->len) != 0)
-        snprintf(job->error, sizeof job->error, "writing %s: %s", job->path, strerror(errno));
+    rc = fs_write_all(fd, job->text, job->len);
+    if (rc != 0)
+        snprintf(job->error, sizeof job->error, "writing %s: %s", job->path, strerror(-rc));
     close(fd);
     if (job->error[0])
         unlink(job->path);
@@ -181,15 +159,6 @@ static void spill_done(uv_work_t *req, int status) {
     free(job);
 }
 
-static void random_hex(char *out, int n) {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char b[32];
-    uv_random(NULL, NULL, b, sizeof b, 0, NULL);
-    for (int i = 0; i < n && i < 32; i++)
-        out[i] = hex[b[i] & 15];
-    out[n] = '\0';
-}
-
 static void spill_input(prediction *p, slot *s, json_t *msg, const char *outdir, buf *input) {
     spill_job *job = calloc(1, sizeof *job);
     if (!job) {
@@ -199,7 +168,14 @@ static void spill_input(prediction *p, slot *s, json_t *msg, const char *outdir,
         return;
     }
     char uuid[40];
-    random_hex(uuid, 32);
+    int rc = ids_random_hex(uuid, 32);
+    if (rc != 0) {
+        free(job);
+        buf_free(input);
+        json_decref(msg);
+        dispatch_failed(p, SLOT_RELEASE, "Failed to send request: no randomness for the spill file name");
+        return;
+    }
     /* .../{id}/outputs -> .../{id}/inputs/spill_{uuid}.json */
     snprintf(job->path, sizeof job->path, "%.*s/inputs/spill_%s.json", (int)(strrchr(outdir, '/') - outdir), outdir,
              uuid);

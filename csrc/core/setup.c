@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "core/prediction_impl.h"
@@ -30,8 +31,9 @@ static void on_worker_log(void *app, const char *target, const char *level, cons
 /* Kubernetes readiness file (docs/http-api.md, "Health"): created off the loop. */
 static void write_k8s_ready(uv_work_t *req) {
     (void)req;
-    if (mkdir("/var/run/cog", 0755) != 0 && errno != EEXIST) {
-        log_warn(TARGET, "cannot create /var/run/cog: %s", strerror(errno));
+    int rc = fs_mkdirs("/var/run/cog", 0755);
+    if (rc != 0) {
+        log_warn(TARGET, "cannot create /var/run/cog: %s", strerror(-rc));
         return;
     }
     int fd = open("/var/run/cog/ready", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);

@@ -1,5 +1,5 @@
 /* py/module.c: the coglet._impl module: BuildInfo, Server, CancelationException and the
- * _sdk submodule (SPEC 2). Multi-phase init; state in module state. */
+ * _sdk submodule (the surface the cog SDK imports). Multi-phase init; state in module state. */
 #include <Python.h>
 
 #include <stdio.h>
@@ -11,15 +11,17 @@ typedef struct {
     PyObject *cancel_exc;
     PyObject *build_info_type;
     PyObject *server_type;
+    PyObject *sdk;     /* coglet._sdk */
+    int worker_active; /* this process runs the worker */
 } module_state;
-
-static int worker_active;
-
-void coglet_set_worker_active(int active) { worker_active = active; }
 
 static module_state *get_state(PyObject *module) { return (module_state *)PyModule_GetState(module); }
 
+void coglet_set_worker_active(PyObject *module, int active) { get_state(module)->worker_active = active; }
+
 PyObject *coglet_cancelation_exception(PyObject *module) { return get_state(module)->cancel_exc; }
+
+PyObject *coglet_sdk_module(PyObject *module) { return get_state(module)->sdk; }
 
 /* ---- BuildInfo ---- */
 
@@ -109,9 +111,12 @@ static PyObject *server_run_worker(PyObject *self, PyObject *noargs) {
     return coglet_run_worker(module);
 }
 
+/* Server cannot be subclassed, so its module is PyType_GetModule(Py_TYPE(self)); see
+ * py/sdk_internal.h for why not PyType_GetModuleByDef. */
 static PyObject *server_active(PyObject *self, void *c) {
-    (void)self, (void)c;
-    return PyBool_FromLong(worker_active);
+    (void)c;
+    module_state *st = PyType_GetModuleState(Py_TYPE(self));
+    return st ? PyBool_FromLong(st->worker_active) : NULL;
 }
 
 static PyObject *server_repr(PyObject *self) {
@@ -202,13 +207,9 @@ static int module_exec(PyObject *m) {
     }
     if (PyModule_AddStringConstant(m, "__version__", COGLET_VERSION) < 0)
         return -1;
-    PyObject *sdk = PyModule_New("coglet._sdk");
-    if (!sdk)
+    st->sdk = sdk_module_new();
+    if (!st->sdk || PyModule_AddObjectRef(m, "_sdk", st->sdk) < 0)
         return -1;
-    if (sdk_init(sdk) < 0 || PyModule_AddObject(m, "_sdk", sdk) < 0) {
-        Py_DECREF(sdk);
-        return -1;
-    }
     static const char *const all[] = {"__version__", "__build__", "server", NULL};
     return add_string_list(m, "__all__", all);
 }
@@ -218,6 +219,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     Py_VISIT(st->cancel_exc);
     Py_VISIT(st->build_info_type);
     Py_VISIT(st->server_type);
+    Py_VISIT(st->sdk);
     return 0;
 }
 
@@ -226,6 +228,7 @@ static int module_clear(PyObject *m) {
     Py_CLEAR(st->cancel_exc);
     Py_CLEAR(st->build_info_type);
     Py_CLEAR(st->server_type);
+    Py_CLEAR(st->sdk);
     return 0;
 }
 
