@@ -240,7 +240,7 @@ class BuildExt(build_ext):
         write_if_changed(fingerprint, repr((self.compiler.compiler_so, ext.define_macros, include_dirs, cflags)))
 
         objects = self.compiler.object_filenames(ext.sources, output_dir=self.build_temp)
-        stale = [src for src, obj in zip(ext.sources, objects) if is_stale(obj, [fingerprint])]
+        stale = [src for src, obj in zip(ext.sources, objects) if self.force or is_stale(obj, [fingerprint])]
         # Files that still use the stamp macros without reading common/build_info.h get the
         # header forced in (csrc/service/ until it moves to build_info.h).
         legacy = [src for src in stale if uses_stamp_macros(src)]
