@@ -146,6 +146,17 @@ static void send_bytes(harness *h, const char *data, size_t len) {
 
 static void send_str(harness *h, const char *s) { send_bytes(h, s, strlen(s)); }
 
+/* Sends n copies of the byte c. */
+static void send_repeated(harness *h, char c, size_t n) {
+    static char run[65536];
+    memset(run, c, sizeof run);
+    while (n > 0 && !h->peer_eof && !h->guard_fired) {
+        size_t step = n < sizeof run ? n : sizeof run;
+        send_bytes(h, run, step);
+        n -= step;
+    }
+}
+
 static int responses(const harness *h) {
     int n = 0;
     for (const char *p = h->received.data; p && (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
@@ -163,6 +174,13 @@ static int received_has(const harness *h, const char *text) {
 
 /* The server is done with its one connection: answered and closed. */
 static int closed(const harness *h) { return h->server.num_conns == 0 && h->peer_eof; }
+
+/* The request was answered with status_line and the connection closed; the app never saw it. */
+static void check_rejected(harness *h, const char *status_line) {
+    CHECK(RUN_UNTIL(h, closed(h)));
+    CHECK(starts(h, status_line));
+    CHECK(h->requests == 0);
+}
 
 static void finish(harness *h) {
     http_server_close_all(&h->server);
@@ -248,11 +266,9 @@ TEST(content_length_over_limit_is_413_before_any_body) {
     char head[256];
     snprintf(head, sizeof head, "POST / HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", HTTP_MAX_BODY + 1);
     send_str(&h, head);
-    CHECK(RUN_UNTIL(&h, closed(&h)));
-    CHECK(starts(&h, "HTTP/1.1 413 Payload Too Large\r\n"));
+    check_rejected(&h, "HTTP/1.1 413 Payload Too Large\r\n");
     CHECK(received_has(&h, "connection: close\r\n"));
     CHECK(received_has(&h, "\r\n\r\nFailed to buffer the request body: length limit exceeded"));
-    CHECK(h.requests == 0);
     finish(&h);
 }
 
@@ -261,51 +277,34 @@ TEST(chunked_body_over_limit_is_413) {
     start(&h);
     send_str(&h, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
     size_t piece = 1u << 20;
-    char *data = malloc(piece);
-    memset(data, 'x', piece);
     char size[32];
     snprintf(size, sizeof size, "%zx\r\n", piece);
     for (size_t sent = 0; sent <= HTTP_MAX_BODY && !h.peer_eof && !h.guard_fired; sent += piece) {
         send_str(&h, size);
-        send_bytes(&h, data, piece);
+        send_repeated(&h, 'x', piece);
         send_str(&h, "\r\n");
     }
-    free(data);
-    CHECK(RUN_UNTIL(&h, closed(&h)));
-    CHECK(starts(&h, "HTTP/1.1 413 Payload Too Large\r\n"));
-    CHECK(h.requests == 0);
+    check_rejected(&h, "HTTP/1.1 413 Payload Too Large\r\n");
     finish(&h);
 }
 
 TEST(url_over_limit_is_414) {
     harness h;
     start(&h);
-    size_t n = HTTP_MAX_URL + 100;
-    char *req = malloc(n + 64);
-    int off = sprintf(req, "GET /");
-    memset(req + off, 'u', n);
-    strcpy(req + off + n, " HTTP/1.1\r\n\r\n");
-    send_str(&h, req);
-    free(req);
-    CHECK(RUN_UNTIL(&h, closed(&h)));
-    CHECK(starts(&h, "HTTP/1.1 414 URI Too Long\r\n"));
-    CHECK(h.requests == 0);
+    send_str(&h, "GET /");
+    send_repeated(&h, 'u', HTTP_MAX_URL + 100);
+    send_str(&h, " HTTP/1.1\r\n\r\n");
+    check_rejected(&h, "HTTP/1.1 414 URI Too Long\r\n");
     finish(&h);
 }
 
 TEST(headers_over_64_kib_are_431) {
     harness h;
     start(&h);
-    size_t n = HTTP_MAX_HEADER_BYTES + 100;
-    char *req = malloc(n + 64);
-    int off = sprintf(req, "GET / HTTP/1.1\r\nX-Big: ");
-    memset(req + off, 'v', n);
-    strcpy(req + off + n, "\r\n\r\n");
-    send_str(&h, req);
-    free(req);
-    CHECK(RUN_UNTIL(&h, closed(&h)));
-    CHECK(starts(&h, "HTTP/1.1 431 Request Header Fields Too Large\r\n"));
-    CHECK(h.requests == 0);
+    send_str(&h, "GET / HTTP/1.1\r\nX-Big: ");
+    send_repeated(&h, 'v', HTTP_MAX_HEADER_BYTES + 100);
+    send_str(&h, "\r\n\r\n");
+    check_rejected(&h, "HTTP/1.1 431 Request Header Fields Too Large\r\n");
     finish(&h);
 }
 
@@ -320,9 +319,7 @@ TEST(more_than_100_headers_are_431) {
     buf_append_str(&req, "\r\n");
     send_bytes(&h, req.data, req.len);
     buf_free(&req);
-    CHECK(RUN_UNTIL(&h, closed(&h)));
-    CHECK(starts(&h, "HTTP/1.1 431 "));
-    CHECK(h.requests == 0);
+    check_rejected(&h, "HTTP/1.1 431 Request Header Fields Too Large\r\n");
     finish(&h);
 }
 
@@ -381,9 +378,7 @@ TEST(malformed_request_is_400_and_closed) {
     harness h;
     start(&h);
     send_str(&h, "GET / HTTP/1.1\r\nno colon here\r\n\r\n");
-    CHECK(RUN_UNTIL(&h, closed(&h)));
-    CHECK(starts(&h, "HTTP/1.1 400 Bad Request\r\n"));
-    CHECK(h.requests == 0);
+    check_rejected(&h, "HTTP/1.1 400 Bad Request\r\n");
     finish(&h);
 }
 
