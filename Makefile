@@ -51,8 +51,9 @@ test-asan: $(ASAN_VENV)/.deps
 test-c:
 	$(MAKE) -C tests/c
 
-# libFuzzer drivers (clang), FUZZ_SECONDS each; not part of CI.
+# libFuzzer drivers (clang, installed on first use), FUZZ_SECONDS each; not part of CI.
 fuzz:
+	@scripts/install-deps.sh fuzz
 	$(MAKE) -C fuzz run
 
 # Side by side with the Rust coglet (benchmarks/.venv-anchor, built on first use); not part

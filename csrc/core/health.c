@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/build_info.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "core/core.h"
@@ -45,9 +46,11 @@ json_t *core_health_json(const core *c) {
         json_object_set_new(o, "setup", setup);
     }
     json_t *v = json_object();
-    json_object_set_new(v, "coglet", json_string(COGLET_VERSION));
-    json_object_set_new(v, "git_sha", json_string(COGLET_GIT_DIRTY ? COGLET_GIT_SHA "-dirty" : COGLET_GIT_SHA));
-    json_object_set_new(v, "build_time", json_string(COGLET_BUILD_TIME));
+    char sha[80];
+    snprintf(sha, sizeof sha, "%s%s", coglet_build.git_sha, coglet_build.git_dirty ? "-dirty" : "");
+    json_object_set_new(v, "coglet", json_string(coglet_build.version));
+    json_object_set_new(v, "git_sha", json_string(sha));
+    json_object_set_new(v, "build_time", json_string(coglet_build.build_time));
     if (c->cfg.python_sdk_version)
         json_object_set_new(v, "python_sdk", json_string(c->cfg.python_sdk_version));
     if (c->cfg.python_version)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/build_info.h"
 #include "common/json_in.h"
 #include "common/json_out.h"
 #include "common/log.h"
@@ -33,7 +34,7 @@ static void respond_text(http_conn *conn, int status, const char *text) {
 
 static void route_root(core *c, http_conn *conn) {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "cog_version",
-                          c->cfg.python_sdk_version ? c->cfg.python_sdk_version : COGLET_VERSION, "docs_url",
+                          c->cfg.python_sdk_version ? c->cfg.python_sdk_version : coglet_build.version, "docs_url",
                           "/docs", "healthcheck_url", "/health-check", "openapi_url", "/openapi.json",
                           "predictions_cancel_url", "/predictions/{prediction_id}/cancel",
                           "predictions_idempotent_url", "/predictions/{prediction_id}", "predictions_url",

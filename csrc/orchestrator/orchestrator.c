@@ -94,44 +94,21 @@ int orchestrator_send_control(orchestrator *orch, const json_t *msg) {
     return send_frame(&orch->control, msg);
 }
 
-/* ---- permit pool ---- */
+/* ---- permit pool (orchestrator/pool.c) ---- */
 
 slot *orchestrator_acquire_slot(orchestrator *orch) {
-    slot *s = orch->free_slots;
-    if (!s)
-        return NULL;
-    orch->free_slots = s->next_free;
-    s->next_free = NULL;
-    s->in_pool = 0;
-    orch->num_free--;
-    return s;
+    pool_link *link = permit_pool_try_acquire(&orch->pool);
+    return link ? container_of(link, slot, permit) : NULL;
 }
 
 void orchestrator_release_slot(orchestrator *orch, slot *s) {
-    if (s->in_pool || s->poisoned || orch->state != ORCH_READY)
-        return;
-    s->in_pool = 1;
-    s->next_free = orch->free_slots;
-    orch->free_slots = s;
-    orch->num_free++;
+    if (orch->state == ORCH_READY)
+        permit_pool_release(&orch->pool, &s->permit);
 }
 
-int orchestrator_free_slots(const orchestrator *orch) { return orch->num_free; }
+int orchestrator_free_slots(const orchestrator *orch) { return permit_pool_free_count(&orch->pool); }
 
-void orchestrator_poison(orchestrator *orch, slot *s) {
-    if (s->poisoned)
-        return;
-    s->poisoned = 1;
-    if (s->in_pool) {
-        slot **pp = &orch->free_slots;
-        while (*pp && *pp != s)
-            pp = &(*pp)->next_free;
-        if (*pp)
-            *pp = s->next_free;
-        s->in_pool = 0;
-        orch->num_free--;
-    }
-}
+void orchestrator_poison(orchestrator *orch, slot *s) { permit_pool_poison(&orch->pool, &s->permit); }
 
 /* ---- worker output (fds 1 and 2) ---- */
 
@@ -232,12 +209,8 @@ static void stop_timer(orchestrator *orch) {
 /* No slot is ever handed out again. */
 static void mark_gone(orchestrator *orch) {
     orch->state = ORCH_GONE;
-    orch->free_slots = NULL;
-    orch->num_free = 0;
-    for (int i = 0; i < orch->cfg.num_slots; i++) {
-        orch->slots[i].in_pool = 0;
-        orch->slots[i].poisoned = 1;
-    }
+    for (int i = 0; i < orch->cfg.num_slots; i++)
+        orchestrator_poison(orch, &orch->slots[i]);
 }
 
 /* The worker is gone (exit seen, or its control channel closed and the grace ran out). */
@@ -498,6 +471,7 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
     orch->app = app;
     orch->cfg = *cfg;
     orch->state = ORCH_SETUP;
+    permit_pool_init(&orch->pool);
     int n = cfg->num_slots;
     frame_decoder_init(&orch->control_dec);
     buf_init(&orch->out_line, 1 << 20);

@@ -8,6 +8,7 @@
 
 #include "common/buf.h"
 #include "ipc/frame.h"
+#include "orchestrator/pool.h"
 
 typedef struct orchestrator orchestrator;
 
@@ -19,10 +20,8 @@ typedef struct slot {
     int pipe_open;
     frame_decoder dec;
     void *prediction; /* the service's current prediction on this slot, or NULL */
-    int in_pool;      /* free, waiting in the pool */
-    int poisoned;     /* never returns to the pool */
+    pool_link permit; /* in the permit pool while free */
     unsigned long long seq; /* predict frames sent on this slot */
-    struct slot *next_free;
 } slot;
 
 typedef struct orchestrator_ops {
@@ -70,8 +69,7 @@ struct orchestrator {
     int timer_open;
     int control_eof;
     slot *slots;
-    slot *free_slots;
-    int num_free;
+    permit_pool pool;
     int shutdown_sent;
     int closing;
     int handles_open;

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 
+#include "common/build_info.h"
 #include "py/module.h"
 #include "py/sdk.h"
 
@@ -31,30 +32,30 @@ typedef struct {
 
 static PyObject *bi_version(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyUnicode_FromString(COGLET_VERSION);
+    return PyUnicode_FromString(coglet_build.version);
 }
 static PyObject *bi_git_sha(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyUnicode_FromString(COGLET_GIT_SHA);
+    return PyUnicode_FromString(coglet_build.git_sha);
 }
 static PyObject *bi_dirty(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyBool_FromLong(COGLET_GIT_DIRTY);
+    return PyBool_FromLong(coglet_build.git_dirty);
 }
 static PyObject *bi_build_time(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyUnicode_FromString(COGLET_BUILD_TIME);
+    return PyUnicode_FromString(coglet_build.build_time);
 }
 static PyObject *bi_compiler(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyUnicode_FromString(COGLET_COMPILER);
+    return PyUnicode_FromString(coglet_build.compiler);
 }
 
 static PyObject *bi_repr(PyObject *self) {
     (void)self;
     return PyUnicode_FromFormat("BuildInfo(version='%s', git_sha='%s', dirty=%s, build_time='%s', rustc_version='%s')",
-                                COGLET_VERSION, COGLET_GIT_SHA, COGLET_GIT_DIRTY ? "True" : "False", COGLET_BUILD_TIME,
-                                COGLET_COMPILER);
+                                coglet_build.version, coglet_build.git_sha, coglet_build.git_dirty ? "True" : "False",
+                                coglet_build.build_time, coglet_build.compiler);
 }
 
 static void plain_dealloc(PyObject *self) {
@@ -205,7 +206,7 @@ static int module_exec(PyObject *m) {
         Py_XDECREF(srv);
         return -1;
     }
-    if (PyModule_AddStringConstant(m, "__version__", COGLET_VERSION) < 0)
+    if (PyModule_AddStringConstant(m, "__version__", coglet_build.version) < 0)
         return -1;
     st->sdk = sdk_module_new();
     if (!st->sdk || PyModule_AddObjectRef(m, "_sdk", st->sdk) < 0)

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "common/build_info.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "py/module.h"
@@ -357,7 +358,7 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
         free(python);
         python = strdup("python"); /* no sys.executable: fall back to PATH, as the anchor does */
     }
-    log_info(TARGET, "coglet %s (%s, built %s)", COGLET_VERSION, COGLET_GIT_SHA, COGLET_BUILD_TIME);
+    log_info(TARGET, "coglet %s (%s, built %s)", coglet_build.version, coglet_build.git_sha, coglet_build.build_time);
     log_info(TARGET, "python sdk %s", cog_version ? cog_version : "unknown");
     log_info(TARGET, "python %s", py_version ? py_version : "unknown");
 

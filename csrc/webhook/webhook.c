@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/build_info.h"
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -95,7 +96,7 @@ webhook *webhook_new(http_client *client, const webhook_settings *settings, cons
     wh->last_sent = now_monotonic() - 10.0;
     int n = 0;
     wh->headers[n++] = strdup("Content-Type: application/json");
-    wh->headers[n++] = strdup("User-Agent: coglet/" COGLET_VERSION);
+    wh->headers[n++] = header("User-Agent", coglet_build.user_agent);
     wh->headers[n++] = strdup("Expect:"); /* no 100-continue round trip */
     const char *token = getenv("WEBHOOK_AUTH_TOKEN");
     if (token && *token) {
