@@ -133,6 +133,13 @@ void orchestrator_poison(orchestrator *orch, slot *s) {
     }
 }
 
+void orchestrator_unpoison(orchestrator *orch, slot *s) {
+    if (!s->poisoned || orch->state != ORCH_READY || !s->pipe_open)
+        return;
+    s->poisoned = 0;
+    orchestrator_release_slot(orch, s);
+}
+
 /* ---- worker output (fds 1 and 2) ---- */
 
 static void emit_lines(orchestrator *orch, buf *line, const char *source, int flush_all) {
