@@ -17,6 +17,7 @@
 #include "common/util.h"
 #include "core/outputs.h"
 #include "core/prediction_impl.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::outputs"
 #define UPLOAD_MAX_RETRIES 3
@@ -39,6 +40,7 @@ struct output_op {
     int in_pool;
     /* upload */
     FILE *file;
+    long long size; /* the file being uploaded */
     client_request *req;
     int attempt;
     uv_timer_t retry;
@@ -247,7 +249,10 @@ static char *output_url(const client_result *res) {
 static void on_uploaded(void *ctx, const client_result *res) {
     output_op *op = ctx;
     op->req = NULL;
-    if (res->code == CURLE_OK && res->status >= 200 && res->status < 300) {
+    int ok = res->code == CURLE_OK && res->status >= 200 && res->status < 300;
+    stats_inc(STAT_UPLOADS, ok ? "uploaded" : "failed", NULL);
+    if (ok) {
+        stats_add(STAT_UPLOAD_BYTES, (double)op->size, NULL, NULL);
         char *url = output_url(res);
         op->result = json_string(url ? url : "");
         free(url);
@@ -306,6 +311,7 @@ static void upload_start(output_op *op) {
         op_settle(op);
         return;
     }
+    op->size = (long long)st.st_size;
     const char *headers[] = {ctype, "Expect:", NULL};
     client_request_opts opts = {
         .method = "PUT",

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "common/util.h"
+#include "core/stats.h"
 #include "webhook/webhook.h"
 
 typedef struct webhook_sink {
@@ -57,6 +58,7 @@ static void on_discard(sink *s, prediction *p) {
 
 static void abandon(delivery *d) {
     webhook_sink *ws = container_of(d, webhook_sink, del);
+    stats_inc(STAT_WEBHOOKS_ABANDONED, "shutdown", NULL);
     webhook_free(ws->wh); /* no done callback */
     free(ws);
 }

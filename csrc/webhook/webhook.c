@@ -10,6 +10,7 @@
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::webhook"
 #define MAX_HEADERS 8
@@ -138,10 +139,17 @@ static void send_once(webhook *wh, const char *body, size_t len, client_done_cb 
     }
 }
 
+static int delivered(const client_result *res) { return res->code == CURLE_OK && res->status >= 200 && res->status < 300; }
+
 static void on_event_sent(void *ctx, const client_result *res) {
-    (void)ctx;
+    const char *event = ctx;
+    stats_inc(STAT_WEBHOOK_ATTEMPTS, event, delivered(res) ? "delivered" : "failed");
     if (res->code != CURLE_OK)
         log_debug(TARGET, "webhook event not delivered: %s", res->error);
+}
+
+static const char *event_name(unsigned event) {
+    return event == WEBHOOK_START ? "start" : event == WEBHOOK_OUTPUT ? "output" : "logs";
 }
 
 void webhook_event(webhook *wh, unsigned event, const json_t *state) {
@@ -154,7 +162,7 @@ void webhook_event(webhook *wh, unsigned event, const json_t *state) {
     if (!body)
         return;
     wh->last_sent = now;
-    send_once(wh, body, strlen(body), on_event_sent, NULL, NULL);
+    send_once(wh, body, strlen(body), on_event_sent, (void *)event_name(event), NULL);
     free(body);
 }
 
@@ -176,7 +184,8 @@ static void on_terminal_sent(void *ctx, const client_result *res) {
     webhook *wh = ctx;
     wh->inflight = NULL;
     long st = res->status;
-    if (res->code == CURLE_OK && st >= 200 && st < 300) {
+    stats_inc(STAT_WEBHOOK_ATTEMPTS, "completed", delivered(res) ? "delivered" : "failed");
+    if (delivered(res)) {
         log_debug(TARGET, "terminal webhook delivered (attempt %d)", wh->attempt);
         finish(wh);
         return;
@@ -188,6 +197,7 @@ static void on_terminal_sent(void *ctx, const client_result *res) {
     else
         snprintf(what, sizeof what, "HTTP %ld", st);
     if (!retryable || wh->attempt > wh->settings.max_retries) {
+        stats_inc(STAT_WEBHOOKS_ABANDONED, retryable ? "retries_exhausted" : "refused", NULL);
         log_event(LOG_WARN, TARGET, json_pack("{s:s, s:i}", "url", wh->url, "attempts", wh->attempt),
                   "giving up on terminal webhook: %s", what);
         finish(wh);
