@@ -8,6 +8,7 @@
 #include "common/util.h"
 #include "core/prediction_impl.h"
 #include "core/stats.h"
+#include "core/trace.h"
 
 #define TARGET "coglet::service"
 
@@ -64,6 +65,7 @@ int core_start(core *c, uv_loop_t *loop, const core_config *cfg) {
     if (!(c->upload_retry_base >= 0) || (urb_end && *urb_end))
         c->upload_retry_base = 0.5;
     shutdown_init(c);
+    c->tracer = tracer_from_env(c);
     if (!cfg->predictor_ref) {
         log_info(TARGET, "No predictor specified, serving health endpoints only");
         free(log_capture_take());

@@ -122,6 +122,7 @@ struct core {
     int restart_streak;     /* restarts since the last succeeded prediction */
     int restarting;         /* the worker died and another is on its way */
     uv_timer_t restart_timer;
+    struct tracer *tracer; /* core/trace.c; NULL when tracing is off */
     /* outgoing HTTP: webhooks and uploads */
     http_client client;
     int client_open;

@@ -27,6 +27,7 @@ void dispatch_unlink(prediction *p, slot_fate fate) {
     if (!s)
         return;
     core *c = p->core;
+    trace_run_end(p); /* the worker is done with it */
     s->prediction = NULL;
     p->slot = NULL;
     if (fate == SLOT_POISON) {
@@ -267,6 +268,7 @@ void dispatch_prediction(prediction *p) {
     p->started = now; /* predict_time and the deadline count from here, not from the wait */
     p->status = PRED_PROCESSING;
     deadline_arm(p);
+    trace_run_begin(p);
     /* the dispatch number first: a cancel raised by the start events (an SSE client already
      * gone) must reach the worker, which holds it until the predict frame */
     p->seq = ++s->seq;

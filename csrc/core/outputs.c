@@ -41,6 +41,7 @@ struct output_op {
     /* upload */
     FILE *file;
     long long size; /* the file being uploaded */
+    trace_span *span; /* the upload, retries included */
     client_request *req;
     int attempt;
     uv_timer_t retry;
@@ -148,6 +149,10 @@ static void work_read(uv_work_t *req) {
 /* ---- op bookkeeping ---- */
 
 static void op_free(output_op *op) {
+    if (op->span) {
+        trace_span_error(op->span, "aborted");
+        trace_span_end(op->span);
+    }
     if (op->file)
         fclose(op->file);
     json_decref(op->result);
@@ -186,6 +191,13 @@ static void op_settle(output_op *op) {
     prediction *p = op->p;
     prediction_ref(p);
     op_unlink(op);
+    if (op->span) {
+        trace_span_int(op->span, "coglet.upload.attempts", op->attempt);
+        if (op->error)
+            trace_span_error(op->span, op->error);
+        trace_span_end(op->span);
+        op->span = NULL;
+    }
     if (op->error) {
         log_event(LOG_ERROR, TARGET, json_pack("{s:s}", "prediction_id", p->id), "%s", op->error);
         if (!p->output_error)
@@ -312,7 +324,13 @@ static void upload_start(output_op *op) {
         return;
     }
     op->size = (long long)st.st_size;
-    const char *headers[] = {ctype, "Expect:", NULL};
+    if (!op->span && (op->span = prediction_child_span(op->p, "upload", SPAN_CLIENT)))
+        trace_span_int(op->span, "coglet.upload.bytes", op->size);
+    char tp[16 + TRACEPARENT_LEN];
+    memcpy(tp, "traceparent: ", 14);
+    const char *headers[] = {ctype, "Expect:", NULL, NULL};
+    if (prediction_traceparent(op->p, op->span, tp + 13) == 0)
+        headers[2] = tp;
     client_request_opts opts = {
         .method = "PUT",
         .url = url,

@@ -51,6 +51,7 @@ static prediction *prediction_new(core *c, const char *id, int is_training) {
     p->context = json_object();
     buf_init(&p->logs, PRED_LOGS_MAX);
     p->created = p->started = now_monotonic();
+    p->created_ns = now_realtime_ns();
     if (!p->id || !p->outputs || !p->metrics || !p->context) {
         prediction_unref(p);
         return NULL;
@@ -98,6 +99,7 @@ prediction *prediction_create(core *c, prediction_request *req, admit_result *wh
         return NULL;
     }
     p->door = req->door ? req->door : "unknown";
+    trace_parse_traceparent(req->traceparent, &p->trace_parent);
     p->input = input ? input : json_object();
     p->input_raw = raw;
     p->input_raw_off = req->input_raw_off;
@@ -120,6 +122,10 @@ void prediction_start(prediction *p) {
         return;
     p->started_dispatch = 1;
     stats_inc(STAT_PREDICTIONS_STARTED, p->door, NULL);
+    p->span = trace_span_begin(p->core->tracer, p->is_training ? "training" : "prediction", SPAN_SERVER,
+                               &p->trace_parent, p->created_ns);
+    trace_span_str(p->span, "coglet.prediction.id", p->id);
+    trace_span_str(p->span, "coglet.door", p->door);
     if (p->waiting) {
         /* accepted: findable by id (cancel, PUT), counted by shutdown, run when a slot frees */
         core_register(p->core, p);
@@ -407,6 +413,12 @@ void prediction_finish(prediction *p, pred_status status, const char *error) {
             s->ops->on_terminal(s, p, state);
     }
     json_decref(state);
+    trace_run_end(p);
+    trace_span_str(p->span, "coglet.prediction.status", pred_status_name(status));
+    if (status == PRED_FAILED)
+        trace_span_error(p->span, p->error);
+    trace_span_end(p->span);
+    p->span = NULL;
     prediction_unref(p);
     core_shutdown_check(c);
 }
@@ -418,6 +430,44 @@ void prediction_maybe_done(prediction *p) {
         prediction_finish(p, PRED_FAILED, p->output_error);
     else
         prediction_finish(p, PRED_SUCCEEDED, NULL);
+}
+
+/* ---- spans ---- */
+
+void trace_run_begin(prediction *p) {
+    tracer *t = p->core->tracer;
+    if (!p->span)
+        return;
+    trace_context ctx;
+    trace_span_context(p->span, &ctx);
+    trace_span *wait = trace_span_begin(t, "wait for slot", SPAN_INTERNAL, &ctx, p->created_ns);
+    trace_span_end(wait);
+    p->run_span = trace_span_begin(t, "predict", SPAN_INTERNAL, &ctx, 0);
+    trace_span_int(p->run_span, "coglet.slot", p->slot ? p->slot->index : -1);
+}
+
+void trace_run_end(prediction *p) {
+    trace_span_end(p->run_span);
+    p->run_span = NULL;
+}
+
+trace_span *prediction_child_span(prediction *p, const char *name, int kind) {
+    if (!p->span)
+        return NULL;
+    trace_context ctx;
+    trace_span_context(p->span, &ctx);
+    trace_span *s = trace_span_begin(p->core->tracer, name, kind, &ctx, 0);
+    trace_span_str(s, "coglet.prediction.id", p->id);
+    return s;
+}
+
+int prediction_traceparent(const prediction *p, const trace_span *span, char *out) {
+    trace_context ctx;
+    trace_span_context(span ? span : p->span, &ctx);
+    if (!ctx.valid)
+        return UV_ENOENT;
+    trace_format_traceparent(&ctx, out);
+    return 0;
 }
 
 /* ---- cancel ---- */

@@ -39,6 +39,7 @@ typedef struct prediction_request {
     size_t input_raw_off, input_raw_len;
     const json_t *context; /* object str -> str, or NULL (borrowed) */
     const char *door;      /* the front door's label in metrics and traces ("http"); static */
+    const char *traceparent; /* W3C trace context of the caller, or NULL (borrowed) */
 } prediction_request;
 
 /* Admits (core_admit), takes a slot and makes the prediction; it runs once started. With a
@@ -74,6 +75,14 @@ int prediction_cancel(prediction *p);
  * answers for it. Every front door's timeout goes through here. */
 void prediction_set_deadline(prediction *p, double seconds);
 int prediction_timed_out(const prediction *p);
+
+/* core/trace.c through the prediction: the traceparent header for a request made on its
+ * behalf (its own span, or `span`'s when given), 0; UV_ENOENT when tracing is off. out holds
+ * TRACEPARENT_LEN + 1 bytes. */
+struct trace_span;
+int prediction_traceparent(const prediction *p, const struct trace_span *span, char *out);
+/* A child span of the prediction's (NULL when tracing is off). */
+struct trace_span *prediction_child_span(prediction *p, const char *name, int kind);
 
 const char *prediction_id(const prediction *p);
 pred_status prediction_status(const prediction *p);

@@ -8,6 +8,7 @@
 #include "common/buf.h"
 #include "core/outputs.h"
 #include "core/prediction.h"
+#include "core/trace.h"
 
 #define PRED_LOGS_MAX ((size_t)256 << 20)
 
@@ -34,6 +35,10 @@ struct prediction {
     double deadline_s;
     struct deadline_timer *deadline;
     int timed_out;
+    /* trace.c: the caller's context, the prediction's span and its run on the worker */
+    trace_context trace_parent;
+    trace_span *span, *run_span;
+    uint64_t created_ns; /* realtime, for the wait span */
     /* core.c: waiting for a slot (COG_QUEUE_DEPTH), in arrival order */
     int waiting;
     struct prediction *wait_next;
@@ -71,6 +76,10 @@ void prediction_maybe_done(prediction *p);
 /* deadline.c: arms the deadline when p starts on its slot; drops it at the end. */
 void deadline_arm(prediction *p);
 void deadline_clear(prediction *p);
+
+/* prediction.c: spans around the run (dispatch.c calls these). */
+void trace_run_begin(prediction *p);
+void trace_run_end(prediction *p);
 
 /* core.c: the wait queue. enqueue appends p (taking a reference); remove unlinks it. */
 void waitq_enqueue(core *c, prediction *p);

@@ -8,6 +8,7 @@
 #include "common/util.h"
 #include "core/prediction_impl.h"
 #include "core/stats.h"
+#include "core/trace.h"
 
 #define TARGET "coglet::service"
 #define CANCEL_LAND_MS 5000       /* after the grace period: time for cancels to land */
@@ -78,6 +79,8 @@ static void stopped(core *c) {
     c->shutdown = SHUTDOWN_STOPPED;
     log_info(TARGET, "Server shutdown complete");
     stats_off_scrape(core_collect_stats, c);
+    tracer_free(c->tracer);
+    c->tracer = NULL;
     core_drop_schema(c);
     free(c->setup_logs);
     c->setup_logs = NULL;

@@ -537,6 +537,7 @@ static void route_create(http_door *d, http_conn *conn, http_request *req, const
         .input = input,
         .context = json_object_get(body, "context"),
         .door = "http",
+        .traceparent = http_request_header(req, "traceparent"),
     };
     input = NULL; /* taken by prediction_create */
     json_t *given = json_object_get(body, "input");

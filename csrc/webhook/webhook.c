@@ -30,6 +30,7 @@ struct webhook {
     int timer_open;
     client_request *inflight;
     int pending;
+    int delivered;
     void (*done)(void *ctx, webhook *wh);
     void *done_ctx;
 };
@@ -186,6 +187,7 @@ static void on_terminal_sent(void *ctx, const client_result *res) {
     long st = res->status;
     stats_inc(STAT_WEBHOOK_ATTEMPTS, "completed", delivered(res) ? "delivered" : "failed");
     if (delivered(res)) {
+        wh->delivered = 1;
         log_debug(TARGET, "terminal webhook delivered (attempt %d)", wh->attempt);
         finish(wh);
         return;
@@ -238,6 +240,24 @@ void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx,
 }
 
 int webhook_pending(const webhook *wh) { return wh->pending; }
+
+int webhook_delivered(const webhook *wh) { return wh->delivered; }
+
+void webhook_set_traceparent(webhook *wh, const char *traceparent) {
+    int i = 0;
+    while (wh->headers[i] && strncmp(wh->headers[i], "traceparent: ", 13))
+        i++;
+    if (!wh->headers[i] && i >= MAX_HEADERS)
+        return;
+    char *h = header("traceparent", traceparent);
+    if (!h)
+        return;
+    int is_new = !wh->headers[i];
+    free(wh->headers[i]);
+    wh->headers[i] = h;
+    if (is_new)
+        wh->headers[i + 1] = NULL;
+}
 
 
 static void on_timer_closed(uv_handle_t *h) { free(h->data); }
