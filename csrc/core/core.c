@@ -237,7 +237,7 @@ void waitq_fail_all(core *c, const char *error) {
         prediction *p = c->wait_head;
         prediction_ref(p);
         prediction_finish(p, PRED_FAILED, error);
-        if (p->waiting) /* finish of an unstarted one */
+        if (p->waiting) /* never loop on one that finish left in line */
             waitq_remove(c, p);
         prediction_unref(p);
     }

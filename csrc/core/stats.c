@@ -74,6 +74,13 @@ static const stat_def defs[STAT__COUNT] = {
                             "Spans dropped: the export failed or the buffer was full.", STAT_COUNTER, {NULL}, NULL},
     [STAT_BUILD_INFO] = {"coglet_build_info", "Always 1; the labels say what is running.", STAT_GAUGE,
                          {"version", "git_sha"}, NULL},
+    [STAT_QUEUE_CLAIMS] = {"coglet_queue_claims_total", "Messages claimed from the input queue (pull mode).",
+                           STAT_COUNTER, {"queue"}, NULL},
+    [STAT_QUEUE_RECLAIMS] = {"coglet_queue_reclaims_total",
+                             "Messages taken over from a consumer whose lease ran out (pull mode).", STAT_COUNTER,
+                             {"queue"}, NULL},
+    [STAT_QUEUE_ACKS] = {"coglet_queue_acks_total", "Messages acknowledged after their terminal response (pull mode).",
+                         STAT_COUNTER, {"queue"}, NULL},
 };
 
 typedef struct series {

@@ -42,6 +42,10 @@ typedef enum {
     STAT_SPANS_EXPORTED,
     STAT_SPANS_DROPPED,
     STAT_BUILD_INFO,
+    /* the pull mode's door (label: queue); shown once it counts something */
+    STAT_QUEUE_CLAIMS,
+    STAT_QUEUE_RECLAIMS,
+    STAT_QUEUE_ACKS,
     STAT__COUNT
 } stat_id;
 
