@@ -4,6 +4,7 @@ free for the next one. A predictor stuck in C code that never sees the cancel is
 after the grace period; the server keeps answering and the slot comes back once the worker
 is done with it (docs/operations.md, "Prediction timeout")."""
 
+import re
 import threading
 import time
 
@@ -58,6 +59,8 @@ def test_timed_out_prediction_fails_and_keeps_outputs(srv):
     assert body["error"] == "Prediction timed out"
     assert body["output"] == ["a", "b"]
     srv.wait_log("Prediction timed out after 1s; cancelling it")
+    text = srv.get("/metrics").text
+    assert re.search(r'^coglet_predictions_timed_out_total\{door="http"\} [1-9]', text, re.M), text
 
 
 def test_next_prediction_runs_normally_after_a_timeout(srv):

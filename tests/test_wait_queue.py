@@ -95,6 +95,10 @@ def test_waits_in_arrival_order_then_409_past_the_depth(srv, env):
     assert ran(log) == ["first", "second", "third"]
     assert srv.health()["status"] == "READY"
     assert waiting(srv) == 0
+    text = srv.get("/metrics").text
+    waited = float(re.search(r"^coglet_prediction_wait_seconds_sum (\S+)$", text, re.M).group(1))
+    assert waited > 0  # second and third waited for the gate
+    assert 'coglet_predictions_rejected_total{door="http",reason="busy"} 1' in text
 
 
 def test_async_waits_and_a_cancel_removes_it_unrun(srv, env):
