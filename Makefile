@@ -5,7 +5,7 @@ ASAN_VENV ?= .venv-asan
 PIP_Q ?= -q
 PYTEST_ARGS ?=
 
-TEST_DEPS = pytest pytest-timeout requests jsonschema setuptools wheel structlog pyyaml typing_extensions
+TEST_DEPS = pytest pytest-timeout requests jsonschema setuptools wheel structlog pyyaml typing_extensions prometheus-client opentelemetry-proto
 COG_SDK = cog==0.23.1
 
 .PHONY: all deps venv build serve test test-asan test-c fuzz bench clean format
@@ -15,7 +15,7 @@ all: build
 deps:
 	@scripts/install-deps.sh
 
-$(VENV)/.deps: | deps
+$(VENV)/.deps: Makefile | deps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check $(TEST_DEPS)
 	$(VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check --no-deps $(COG_SDK)
@@ -35,7 +35,7 @@ test: build test-c
 # The same suite with the extension built with AddressSanitizer + UBSan; the Python
 # processes (and so the workers they spawn) run with the ASan runtime preloaded.
 ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
-$(ASAN_VENV)/.deps: | deps
+$(ASAN_VENV)/.deps: Makefile | deps
 	$(PYTHON) -m venv $(ASAN_VENV)
 	$(ASAN_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check $(TEST_DEPS)
 	$(ASAN_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check --no-deps $(COG_SDK)

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "core/prediction_impl.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::service"
 #define SPILL_THRESHOLD ((size_t)6 << 20)
@@ -28,13 +29,32 @@ void dispatch_unlink(prediction *p, slot_fate fate) {
     if (!s)
         return;
     core *c = p->core;
+    trace_run_end(p); /* the worker is done with it */
     s->prediction = NULL;
     p->slot = NULL;
-    if (fate == SLOT_POISON)
+    if (fate == SLOT_POISON) {
         orchestrator_poison(&c->orch, s);
-    else
+    } else {
         orchestrator_release_slot(&c->orch, s);
+        waitq_schedule(c);
+    }
     prediction_unref(p); /* the slot's */
+}
+
+void dispatch_abandon(prediction *p) {
+    if (p->slot)
+        p->slot->abandoned = 1;
+    dispatch_unlink(p, SLOT_POISON);
+}
+
+/* A terminal message on a slot whose prediction was abandoned: the worker is done with it. */
+static void slot_back(core *c, slot *s, const char *type) {
+    if (!s->abandoned || (strcmp(type, "done") && strcmp(type, "failed") && strcmp(type, "cancelled")))
+        return;
+    s->abandoned = 0;
+    log_info(TARGET, "slot %d is free again: the worker finished the abandoned prediction", s->index);
+    orchestrator_unpoison(&c->orch, s);
+    waitq_schedule(c);
 }
 
 /* Nothing reached the worker (or it can never answer): the slot's fate, then p fails. */
@@ -217,8 +237,14 @@ static int input_bytes(prediction *p, buf *in) {
 void dispatch_prediction(prediction *p) {
     core *c = p->core;
     slot *s = p->slot;
-    core_register(c, p);
+    if (!p->in_registry)
+        core_register(c, p);
+    double now = now_monotonic();
+    stats_observe(STAT_PREDICTION_WAIT, now - p->created, NULL, NULL);
+    p->started = now; /* predict_time and the deadline count from here, not from the wait */
     p->status = PRED_PROCESSING;
+    deadline_arm(p);
+    trace_run_begin(p);
     /* the dispatch number first: a cancel raised by the start events (an SSE client already
      * gone) must reach the worker, which holds it until the predict frame */
     p->seq = ++s->seq;
@@ -288,6 +314,7 @@ void dispatch_on_slot_message(core *c, slot *s, json_t *msg) {
             log_without_prediction(msg);
         else
             log_debug(TARGET, "dropping %s on idle slot %d", type, s->index);
+        slot_back(c, s, type);
         return;
     }
     if (!strcmp(type, "log_line")) {

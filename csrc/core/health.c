@@ -21,7 +21,7 @@ const char *core_health_name(const core *c) {
     switch (c->health) {
     case HEALTH_UNKNOWN: return "UNKNOWN";
     case HEALTH_STARTING: return "STARTING";
-    case HEALTH_READY: return orchestrator_free_slots(&c->orch) == 0 ? "BUSY" : "READY";
+    case HEALTH_READY: return core_has_room(c) ? "READY" : "BUSY"; /* BUSY: a create would get 409 */
     case HEALTH_SETUP_FAILED: return "SETUP_FAILED";
     case HEALTH_DEFUNCT: return "DEFUNCT";
     }

@@ -17,6 +17,7 @@
 #include "common/util.h"
 #include "core/outputs.h"
 #include "core/prediction_impl.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::outputs"
 #define UPLOAD_MAX_RETRIES 3
@@ -39,6 +40,8 @@ struct output_op {
     int in_pool;
     /* upload */
     FILE *file;
+    long long size; /* the file being uploaded */
+    trace_span *span; /* the upload, retries included */
     client_request *req;
     int attempt;
     uv_timer_t retry;
@@ -146,6 +149,10 @@ static void work_read(uv_work_t *req) {
 /* ---- op bookkeeping ---- */
 
 static void op_free(output_op *op) {
+    if (op->span) {
+        trace_span_error(op->span, "aborted");
+        trace_span_end(op->span);
+    }
     if (op->file)
         fclose(op->file);
     json_decref(op->result);
@@ -184,6 +191,13 @@ static void op_settle(output_op *op) {
     prediction *p = op->p;
     prediction_ref(p);
     op_unlink(op);
+    if (op->span) {
+        trace_span_int(op->span, "coglet.upload.attempts", op->attempt);
+        if (op->error)
+            trace_span_error(op->span, op->error);
+        trace_span_end(op->span);
+        op->span = NULL;
+    }
     if (op->error) {
         log_event(LOG_ERROR, TARGET, json_pack("{s:s}", "prediction_id", p->id), "%s", op->error);
         if (!p->output_error)
@@ -247,7 +261,10 @@ static char *output_url(const client_result *res) {
 static void on_uploaded(void *ctx, const client_result *res) {
     output_op *op = ctx;
     op->req = NULL;
-    if (res->code == CURLE_OK && res->status >= 200 && res->status < 300) {
+    int ok = res->code == CURLE_OK && res->status >= 200 && res->status < 300;
+    stats_inc(STAT_UPLOADS, ok ? "uploaded" : "failed", NULL);
+    if (ok) {
+        stats_add(STAT_UPLOAD_BYTES, (double)op->size, NULL, NULL);
         char *url = output_url(res);
         op->result = json_string(url ? url : "");
         free(url);
@@ -306,7 +323,14 @@ static void upload_start(output_op *op) {
         op_settle(op);
         return;
     }
-    const char *headers[] = {ctype, "Expect:", NULL};
+    op->size = (long long)st.st_size;
+    if (!op->span && (op->span = prediction_child_span(op->p, "upload", SPAN_CLIENT)))
+        trace_span_int(op->span, "coglet.upload.bytes", op->size);
+    char tp[16 + TRACEPARENT_LEN];
+    memcpy(tp, "traceparent: ", 14);
+    const char *headers[] = {ctype, "Expect:", NULL, NULL};
+    if (prediction_traceparent(op->p, op->span, tp + 13) == 0)
+        headers[2] = tp;
     client_request_opts opts = {
         .method = "PUT",
         .url = url,

@@ -50,6 +50,8 @@ typedef struct http_app_ops {
     /* The peer went away (or the connection failed) while a request was pending. The app
      * must drop its reference to conn: it is freed right after this returns. */
     void (*on_abort)(http_conn *conn);
+    /* Optional: a response (or a stream) with this status is going out for conn->req. */
+    void (*on_response)(http_conn *conn, int status);
 } http_app_ops;
 
 struct http_server {
@@ -67,6 +69,7 @@ struct http_server {
     uint64_t shed_logged_at;  /* uv_now of that line */
     void (*on_drained)(http_server *server); /* after close_all, when the last conn is freed */
     int draining;
+    unsigned long long bytes_received, bytes_sent; /* for metrics */
 };
 
 struct http_conn {

@@ -81,6 +81,7 @@ static void conn_writev_ex(http_conn *conn, uv_buf_t *bufs, unsigned nbufs, unsi
         if (i < ncopy)
             copy_total += bufs[i].len;
     }
+    conn->server->bytes_sent += total;
     size_t sent = 0;
     if (conn->writes_in_flight == 0) {
         int n = uv_try_write((uv_stream_t *)&conn->tcp, bufs, nbufs);
@@ -170,12 +171,18 @@ static int write_head(buf *out, http_conn *conn, int status, const char *content
     return rc;
 }
 
+static void note_response(http_conn *conn, int status) {
+    if (conn->server->ops->on_response)
+        conn->server->ops->on_response(conn, status);
+}
+
 static void respond(http_conn *conn, int status, const char *content_type, const char *body, size_t len,
                     const char *extra_headers, char *owned) {
     if (conn->closing || !conn->request_pending) {
         free(owned);
         return;
     }
+    note_response(conn, status);
     /* Most heads fit on the stack: a buf over stack memory whose limit stops any realloc. */
     char head_mem[512];
     buf head = {.data = head_mem, .len = 0, .cap = sizeof head_mem, .limit = sizeof head_mem - 1};
@@ -218,6 +225,7 @@ void http_respond_parts(http_conn *conn, int status, const char *content_type, c
         release(ctx);
         return;
     }
+    note_response(conn, status);
     size_t total = 0;
     for (unsigned i = 0; i < nparts; i++)
         total += lens[i];
@@ -254,6 +262,7 @@ void http_respond_json(http_conn *conn, int status, const char *json) {
 void http_stream_begin(http_conn *conn, int status, const char *content_type, const char *extra_headers) {
     if (conn->closing || !conn->request_pending)
         return;
+    note_response(conn, status);
     buf head;
     buf_init(&head, 1 << 20);
     buf_printf(&head, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ntransfer-encoding: chunked\r\n%s\r\n", status,

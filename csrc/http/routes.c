@@ -537,6 +537,8 @@ static void route_create(http_door *d, http_conn *conn, http_request *req, const
         .is_training = is_training,
         .input = input,
         .context = json_object_get(body, "context"),
+        .door = "http",
+        .traceparent = http_request_header(req, "traceparent"),
     };
     input = NULL; /* taken by prediction_create */
     json_t *given = json_object_get(body, "input");
@@ -548,6 +550,8 @@ static void route_create(http_door *d, http_conn *conn, http_request *req, const
         respond_not_admitted(conn, why);
         goto done;
     }
+    if (c->predict_timeout > 0)
+        prediction_set_deadline(p, c->predict_timeout);
     int async = !sse && wants_async(req);
     if (attach_sinks(d, p, conn, req, body, sse, async) != 0) {
         prediction_discard(p);
@@ -643,6 +647,18 @@ void door_on_request(http_conn *conn, http_request *req) {
     }
     if (PATH_IS("/shutdown")) {
         post ? route_shutdown(c, conn) : method_not_allowed(conn, "POST");
+        return;
+    }
+    if (PATH_IS("/livez")) {
+        get ? route_livez(conn) : method_not_allowed(conn, "GET,HEAD");
+        return;
+    }
+    if (PATH_IS("/readyz")) {
+        get ? route_readyz(c, conn) : method_not_allowed(conn, "GET,HEAD");
+        return;
+    }
+    if (PATH_IS("/metrics")) {
+        get ? route_metrics(conn) : method_not_allowed(conn, "GET,HEAD");
         return;
     }
     int training = 0;

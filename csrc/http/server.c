@@ -518,6 +518,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
     }
     conn->pending.len += (size_t)nread;
     conn->pending.data[conn->pending.len] = '\0';
+    conn->server->bytes_received += (size_t)nread;
     if (!conn->request_pending)
         conn_process(conn);
 }

@@ -110,6 +110,12 @@ int orchestrator_free_slots(const orchestrator *orch) { return permit_pool_free_
 
 void orchestrator_poison(orchestrator *orch, slot *s) { permit_pool_poison(&orch->pool, &s->permit); }
 
+void orchestrator_unpoison(orchestrator *orch, slot *s) {
+    if (!s->permit.poisoned || orch->state != ORCH_READY || !s->pipe_open)
+        return;
+    permit_pool_unpoison(&orch->pool, &s->permit);
+}
+
 /* ---- worker output (fds 1 and 2) ---- */
 
 /* Logs one piece of worker output; data[len] is borrowed as the terminator and put back. */

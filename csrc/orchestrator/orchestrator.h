@@ -21,6 +21,7 @@ typedef struct slot {
     frame_decoder dec;
     void *prediction; /* the service's current prediction on this slot, or NULL */
     pool_link permit; /* in the permit pool while free */
+    int abandoned;    /* the app gave up on its prediction; the worker may still run it */
     unsigned long long seq; /* predict frames sent on this slot */
 } slot;
 
@@ -88,6 +89,9 @@ int orchestrator_send_control(orchestrator *orch, const json_t *msg);
 /* An encoded frame (header included), taken. */
 int orchestrator_send_slot_raw(orchestrator *orch, slot *s, char *frame, size_t len);
 void orchestrator_poison(orchestrator *orch, slot *s);
+/* A slot poisoned only because its prediction was given up on, back in the pool now that
+ * the worker says it is done with it. */
+void orchestrator_unpoison(orchestrator *orch, slot *s);
 /* Sends `shutdown` (once the worker is up) and closes our ends; on_closed when every
  * handle is closed. The worker is never killed: it exits on shutdown or EOF. */
 void orchestrator_close(orchestrator *orch, void (*on_closed)(orchestrator *orch));

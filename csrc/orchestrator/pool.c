@@ -45,3 +45,10 @@ void permit_pool_poison(permit_pool *pool, pool_link *link) {
 }
 
 int permit_pool_free_count(const permit_pool *pool) { return pool->num_free; }
+
+void permit_pool_unpoison(permit_pool *pool, pool_link *link) {
+    if (!link->poisoned)
+        return;
+    link->poisoned = 0;
+    permit_pool_release(pool, link);
+}

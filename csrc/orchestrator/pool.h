@@ -22,6 +22,8 @@ pool_link *permit_pool_try_acquire(permit_pool *pool);
 void permit_pool_release(permit_pool *pool, pool_link *link);
 /* Never handed out again; taken out of the pool if it is there. */
 void permit_pool_poison(permit_pool *pool, pool_link *link);
+/* A poisoned link made good again (its slot is usable after all) and put back. */
+void permit_pool_unpoison(permit_pool *pool, pool_link *link);
 int permit_pool_free_count(const permit_pool *pool);
 
 #endif

@@ -11,6 +11,7 @@
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::webhook"
 #define MAX_HEADERS 8
@@ -30,6 +31,7 @@ struct webhook {
     int timer_open;
     client_request *inflight;
     int pending;
+    int delivered;
     void (*done)(void *ctx, webhook *wh);
     void *done_ctx;
 };
@@ -139,10 +141,17 @@ static void send_once(webhook *wh, const char *body, size_t len, client_done_cb 
     }
 }
 
+static int delivered(const client_result *res) { return res->code == CURLE_OK && res->status >= 200 && res->status < 300; }
+
 static void on_event_sent(void *ctx, const client_result *res) {
-    (void)ctx;
+    const char *event = ctx;
+    stats_inc(STAT_WEBHOOK_ATTEMPTS, event, delivered(res) ? "delivered" : "failed");
     if (res->code != CURLE_OK)
         log_debug(TARGET, "webhook event not delivered: %s", res->error);
+}
+
+static const char *event_name(unsigned event) {
+    return event == WEBHOOK_START ? "start" : event == WEBHOOK_OUTPUT ? "output" : "logs";
 }
 
 void webhook_event(webhook *wh, unsigned event, const json_t *state) {
@@ -155,7 +164,7 @@ void webhook_event(webhook *wh, unsigned event, const json_t *state) {
     if (!body)
         return;
     wh->last_sent = now;
-    send_once(wh, body, strlen(body), on_event_sent, NULL, NULL);
+    send_once(wh, body, strlen(body), on_event_sent, (void *)event_name(event), NULL);
     free(body);
 }
 
@@ -177,7 +186,9 @@ static void on_terminal_sent(void *ctx, const client_result *res) {
     webhook *wh = ctx;
     wh->inflight = NULL;
     long st = res->status;
-    if (res->code == CURLE_OK && st >= 200 && st < 300) {
+    stats_inc(STAT_WEBHOOK_ATTEMPTS, "completed", delivered(res) ? "delivered" : "failed");
+    if (delivered(res)) {
+        wh->delivered = 1;
         log_debug(TARGET, "terminal webhook delivered (attempt %d)", wh->attempt);
         finish(wh);
         return;
@@ -189,6 +200,7 @@ static void on_terminal_sent(void *ctx, const client_result *res) {
     else
         snprintf(what, sizeof what, "HTTP %ld", st);
     if (!retryable || wh->attempt > wh->settings.max_retries) {
+        stats_inc(STAT_WEBHOOKS_ABANDONED, retryable ? "retries_exhausted" : "refused", NULL);
         log_event(LOG_WARN, TARGET, json_pack("{s:s, s:i}", "url", wh->url, "attempts", wh->attempt),
                   "giving up on terminal webhook: %s", what);
         finish(wh);
@@ -229,6 +241,24 @@ void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx,
 }
 
 int webhook_pending(const webhook *wh) { return wh->pending; }
+
+int webhook_delivered(const webhook *wh) { return wh->delivered; }
+
+void webhook_set_traceparent(webhook *wh, const char *traceparent) {
+    int i = 0;
+    while (wh->headers[i] && strncmp(wh->headers[i], "traceparent: ", 13))
+        i++;
+    if (!wh->headers[i] && i >= MAX_HEADERS)
+        return;
+    char *h = header("traceparent", traceparent);
+    if (!h)
+        return;
+    int is_new = !wh->headers[i];
+    free(wh->headers[i]);
+    wh->headers[i] = h;
+    if (is_new)
+        wh->headers[i + 1] = NULL;
+}
 
 
 static void on_timer_closed(uv_handle_t *h) { free(h->data); }

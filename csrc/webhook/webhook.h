@@ -40,5 +40,9 @@ void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx,
 /* Drops a webhook that never reached completed (or abandons a pending delivery). */
 void webhook_free(webhook *wh);
 int webhook_pending(const webhook *wh);
+/* Replaces the traceparent header of the requests sent from now on. */
+void webhook_set_traceparent(webhook *wh, const char *traceparent);
+/* Whether the terminal delivery got a 2xx (valid in the done callback). */
+int webhook_delivered(const webhook *wh);
 
 #endif

@@ -11,6 +11,7 @@
 #include "common/util.h"
 #include "ipc/frame.h"
 #include "core/metrics.h"
+#include "core/stats.h"
 
 
 TEST(buf_append_past_cap_fails_and_keeps_content) {
@@ -331,6 +332,40 @@ TEST(json_in_member_span_finds_the_raw_value) {
     CHECK(span_is("[1]", "input", NULL));
 }
 
+static void scrape_sets_gauge(void *arg) { stats_set(STAT_SLOTS_TOTAL, *(int *)arg, NULL, NULL); }
+
+TEST(stats_exposition_counters_labels_histograms) {
+    stats_reset();
+    int slots = 3;
+    CHECK(stats_on_scrape(scrape_sets_gauge, &slots) == 0);
+    stats_inc(STAT_PREDICTIONS_STARTED, "http", NULL);
+    stats_add(STAT_PREDICTIONS_STARTED, 2, "http", NULL);
+    stats_inc(STAT_PREDICTIONS_FINISHED, "http", "succeeded");
+    stats_inc(STAT_PREDICTIONS_REJECTED, "we\"ird\n", "busy");
+    stats_observe(STAT_PREDICTION_DURATION, 0.02, "succeeded", NULL);
+    stats_observe(STAT_PREDICTION_DURATION, 7200, "succeeded", NULL);
+    buf out;
+    buf_init(&out, 1 << 20);
+    CHECK(stats_write(&out) == BUF_OK);
+    const char *t = out.data;
+    CHECK(strstr(t, "# TYPE coglet_predictions_started_total counter\n"));
+    CHECK(strstr(t, "\ncoglet_predictions_started_total{door=\"http\"} 3\n"));
+    CHECK(strstr(t, "\ncoglet_predictions_finished_total{door=\"http\",status=\"succeeded\"} 1\n"));
+    CHECK(strstr(t, "{door=\"we\\\"ird\\n\",reason=\"busy\"} 1\n"));
+    CHECK(strstr(t, "\ncoglet_slots_total 3\n"));       /* from the scrape collector */
+    CHECK(strstr(t, "\ncoglet_worker_crashes_total 0\n")); /* unlabelled: shown at 0 */
+    CHECK(!strstr(t, "coglet_webhook_attempts_total{")); /* labelled: only once seen */
+    CHECK(strstr(t, "_bucket{status=\"succeeded\",le=\"0.01\"} 0\n"));
+    CHECK(strstr(t, "_bucket{status=\"succeeded\",le=\"0.025\"} 1\n"));
+    CHECK(strstr(t, "_bucket{status=\"succeeded\",le=\"1800\"} 1\n"));
+    CHECK(strstr(t, "_bucket{status=\"succeeded\",le=\"+Inf\"} 2\n"));
+    CHECK(strstr(t, "\ncoglet_prediction_duration_seconds_sum{status=\"succeeded\"} 7200.02\n"));
+    CHECK(strstr(t, "\ncoglet_prediction_duration_seconds_count{status=\"succeeded\"} 2\n"));
+    buf_free(&out);
+    stats_off_scrape(scrape_sets_gauge, &slots);
+    stats_reset();
+}
+
 static const test_case tests[] = {
     T(buf_append_past_cap_fails_and_keeps_content),
     T(buf_consume_and_printf),
@@ -348,6 +383,7 @@ static const test_case tests[] = {
     T(json_string_adopt_takes_the_buffer),
     T(json_in_member_span_finds_the_raw_value),
     T(json_segments_reference_big_strings),
+    T(stats_exposition_counters_labels_histograms),
 };
 
 int main(void) { return run_tests("c-unit", tests, sizeof tests / sizeof tests[0]); }
