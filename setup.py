@@ -1,4 +1,5 @@
-"""Builds coglet._impl from csrc/.
+"""Builds coglet._impl from csrc/, and coglet._curl_shim from csrc/shim/ (the object libcurl is
+loaded through; docs/architecture.md, Packaging).
 
 System libraries come from pkg-config (libuv, jansson, libcurl, pcre2); llhttp is a system
 libllhttp when pkg-config knows one, else compiled from the C sources Debian's
@@ -136,7 +137,7 @@ class BuildExt(build_ext):
 
 cflags, libs, llhttp_sources = collect_libraries()
 sources = sorted(glob.glob("csrc/**/*.c", recursive=True))
-sources = [s for s in sources if "/test/" not in s and "/fuzz/" not in s]
+sources = [s for s in sources if "/test/" not in s and "/fuzz/" not in s and "/shim/" not in s]
 # llhttp's generated C is not -Wextra clean: a static library of its own, its own flags.
 llhttp_lib = []
 if llhttp_sources:
@@ -163,9 +164,21 @@ ext = Extension(
     py_limited_api=True,
 )
 
+# The curl shim: a shared object next to _impl that needs libcurl, so a repaired wheel carries
+# libcurl while _impl keeps loading it lazily (webhook/curl_lazy.c looks for this file name;
+# docs/architecture.md, Packaging).
+curl_shim = Extension(
+    "coglet._curl_shim",
+    sources=["csrc/shim/curl_shim.c"],
+    extra_compile_args=pkg_config("--cflags", "libcurl") + ["-std=gnu11", "-O2", "-fvisibility=hidden",
+                                                            "-Wall", "-Wextra", "-Werror"],
+    extra_link_args=pkg_config("--libs", "libcurl"),
+    py_limited_api=True,
+)
+
 setup(
     version=VERSION,
-    ext_modules=[ext],
+    ext_modules=[ext, curl_shim],
     libraries=llhttp_lib,
     cmdclass={"build_ext": BuildExt},
     options={
