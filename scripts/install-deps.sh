@@ -4,6 +4,8 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libuv1-dev libjansson-dev libcurl4-openssl-dev node-llhttp libpcre2-dev python3-venv)
 # `install-deps.sh bench`: also what `make bench` measures with
 [ "${1:-}" = "bench" ] && pkgs+=(wrk)
+# `install-deps.sh wheel-check`: what `make wheel-check` builds its Debian trees with
+[ "${1:-}" = "wheel-check" ] && pkgs+=(debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
