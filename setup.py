@@ -1,4 +1,5 @@
-"""Builds coglet._impl from csrc/.
+"""Builds coglet._impl from csrc/, and coglet._curl_shim from csrc/shim/ (the object libcurl is
+loaded through; docs/architecture.md, Packaging).
 
 System libraries come from pkg-config (libuv, jansson, libcurl, pcre2); llhttp is a system
 libllhttp when pkg-config knows one, else compiled from the C sources Debian's
@@ -105,13 +106,19 @@ def compiler_version():
 
 def source_groups():
     """csrc/sources.mk's two groups: (plain C, Python). The rule is the one sources.mk applies:
-    every .c under a COGLET_PY_DIRS directory is Python, every other .c under csrc/ plain."""
+    every .c under a COGLET_PY_DIRS directory is Python, every other .c under csrc/ plain, and
+    the COGLET_SEPARATE_DIRS directories (their own shared objects) neither."""
     with open(SOURCES_MK, encoding="utf-8") as f:
-        m = re.search(r"^COGLET_PY_DIRS\s*=(.*)$", f.read(), re.M)
-    if not m:
-        die("%s has no COGLET_PY_DIRS line" % SOURCES_MK)
-    py_dirs = tuple("csrc/%s/" % d for d in m.group(1).split())
-    every = sorted(glob.glob("csrc/**/*.c", recursive=True))
+        text = f.read()
+
+    def dirs(name):
+        m = re.search(r"^%s\s*=(.*)$" % name, text, re.M)
+        if not m:
+            die("%s has no %s line" % (SOURCES_MK, name))
+        return tuple("csrc/%s/" % d for d in m.group(1).split())
+
+    py_dirs, separate = dirs("COGLET_PY_DIRS"), dirs("COGLET_SEPARATE_DIRS")
+    every = [s for s in sorted(glob.glob("csrc/**/*.c", recursive=True)) if not s.startswith(separate)]
     return [s for s in every if not s.startswith(py_dirs)], [s for s in every if s.startswith(py_dirs)]
 
 
@@ -288,8 +295,20 @@ ext = Extension(
     py_limited_api=True,
 )
 
+# The curl shim: a shared object next to _impl that needs libcurl, so a repaired wheel carries
+# libcurl while _impl keeps loading it lazily (webhook/curl_lazy.c looks for this file name;
+# docs/architecture.md, Packaging).
+curl_shim = Extension(
+    "coglet._curl_shim",
+    sources=["csrc/shim/curl_shim.c"],
+    extra_compile_args=pkg_config("--cflags", "libcurl") + ["-std=gnu11", "-O2", "-fvisibility=hidden",
+                                                            "-Wall", "-Wextra", "-Werror"],
+    extra_link_args=pkg_config("--libs", "libcurl"),
+    py_limited_api=True,
+)
+
 setup(
-    ext_modules=[ext],
+    ext_modules=[ext, curl_shim],
     libraries=llhttp_lib,
     cmdclass={"build_ext": BuildExt},
     options={

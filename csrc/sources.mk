@@ -4,6 +4,8 @@
 #   COGLET_PY_SRCS     every .c under the directories in COGLET_PY_DIRS: they include
 #                      Python.h and are only ever part of the extension
 #   COGLET_PLAIN_SRCS  every other .c under csrc/: plain C, also linked by tests/c and fuzz/
+#   (the directories in COGLET_SEPARATE_DIRS are neither: each is a shared object of its own,
+#   built by setup.py beside the extension, e.g. shim/, the libcurl shim)
 #
 # setup.py reads COGLET_PY_DIRS from this file (one `NAME = words` line) and applies the same
 # rule, so a directory is named here once. tests/c and fuzz/ set COGLET_OUT (and CC, CFLAGS)
@@ -11,9 +13,11 @@
 # once each, with header dependencies, and an archive only pulls in what a binary uses.
 
 COGLET_PY_DIRS = py worker
+COGLET_SEPARATE_DIRS = shim
 
 COGLET_CSRC := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-COGLET_ALL_SRCS := $(sort $(shell find $(COGLET_CSRC) -name '*.c'))
+COGLET_ALL_SRCS := $(filter-out $(foreach d,$(COGLET_SEPARATE_DIRS),$(COGLET_CSRC)/$(d)/%),\
+                   $(sort $(shell find $(COGLET_CSRC) -name '*.c')))
 COGLET_PY_SRCS := $(filter $(foreach d,$(COGLET_PY_DIRS),$(COGLET_CSRC)/$(d)/%),$(COGLET_ALL_SRCS))
 COGLET_PLAIN_SRCS := $(filter-out $(COGLET_PY_SRCS),$(COGLET_ALL_SRCS))
 
