@@ -46,7 +46,7 @@ typedef struct parser {
 
 void json_in_position(const char *data, size_t len, size_t offset, int *line, int *column) {
     int l = 1, c = 0;
-    const unsigned char *q = (const unsigned char *)data, *at = q + (offset < len ? offset : len);
+    const unsigned char *q = (const unsigned char *)data, *at = q ? q + (offset < len ? offset : len) : q;
     for (; q < at; q++) {
         if (*q == '\n')
             l++, c = 0;
@@ -146,45 +146,9 @@ static void put_utf8(buf *b, unsigned cp) {
     buf_append(b, o, n);
 }
 
-/* Parses a string at ps->p (the opening quote). Returns its bytes in *out / *len: pointing
- * into the input when there were no escapes, else into ps->scratch. 0 or -1. */
-static int parse_string_raw(parser *ps, const char **out, size_t *len) {
-    const unsigned char *s = ++ps->p;
-    const unsigned char *q = s;
-    /* fast path: printable ASCII up to the closing quote, eight bytes at a time */
-    for (;;) {
-        q = swar_skip_plain(q, ps->end);
-        while (q < ps->end && *q >= 0x20 && *q != '"' && *q != '\\' && *q < 0x80)
-            q++;
-        if (q >= ps->end) {
-            ps->p = q;
-            fail_at(ps, ps->end, "EOF while parsing a string");
-            return -1;
-        }
-        if (*q >= 0x80) {
-            int n = utf8_len(q, ps->end);
-            if (!n) {
-                ps->p = q;
-                fail(ps, "invalid unicode code point");
-                return -1;
-            }
-            q += n;
-            continue;
-        }
-        break;
-    }
-    if (*q == '"') {
-        *out = (const char *)s;
-        *len = (size_t)(q - s);
-        ps->p = q + 1;
-        return 0;
-    }
-    if (*q < 0x20) {
-        ps->p = q;
-        fail(ps, "control character (\\u0000-\\u001F) found while parsing a string");
-        return -1;
-    }
-    /* escapes: copy what was scanned, then go on unescaping */
+/* The rest of the string at s, from q (its first backslash), unescaped into ps->scratch. */
+static int parse_string_escaped(parser *ps, const unsigned char *s, const unsigned char *q, const char **out,
+                                size_t *len) {
     buf *b = &ps->scratch;
     buf_reset(b);
     if (buf_append(b, s, (size_t)(q - s)) != BUF_OK)
@@ -282,6 +246,47 @@ nomem:
     return -1;
 }
 
+/* Parses a string at ps->p (the opening quote). Returns its bytes in *out / *len: pointing
+ * into the input when there were no escapes, else into ps->scratch. 0 or -1. */
+static int parse_string_raw(parser *ps, const char **out, size_t *len) {
+    const unsigned char *s = ++ps->p;
+    const unsigned char *q = s;
+    /* fast path: printable ASCII up to the closing quote, eight bytes at a time */
+    for (;;) {
+        q = swar_skip_plain(q, ps->end);
+        while (q < ps->end && *q >= 0x20 && *q != '"' && *q != '\\' && *q < 0x80)
+            q++;
+        if (q >= ps->end) {
+            ps->p = q;
+            fail_at(ps, ps->end, "EOF while parsing a string");
+            return -1;
+        }
+        if (*q >= 0x80) {
+            int n = utf8_len(q, ps->end);
+            if (!n) {
+                ps->p = q;
+                fail(ps, "invalid unicode code point");
+                return -1;
+            }
+            q += n;
+            continue;
+        }
+        break;
+    }
+    if (*q == '"') {
+        *out = (const char *)s;
+        *len = (size_t)(q - s);
+        ps->p = q + 1;
+        return 0;
+    }
+    if (*q < 0x20) {
+        ps->p = q;
+        fail(ps, "control character (\\u0000-\\u001F) found while parsing a string");
+        return -1;
+    }
+    return parse_string_escaped(ps, s, q, out, len);
+}
+
 static json_t *parse_number(parser *ps) {
     const unsigned char *s = ps->p, *q = s;
     int is_real = 0;
@@ -363,7 +368,6 @@ static json_t *parse_literal(parser *ps, const char *word, json_t *value) {
     ps->p = q;
     return fail(ps, q >= ps->end ? "EOF while parsing a value" : "expected ident");
 }
-
 
 static json_t *parse_scalar(parser *ps) {
     switch (*ps->p) {
