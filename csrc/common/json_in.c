@@ -146,6 +146,26 @@ static void put_utf8(buf *b, unsigned cp) {
     buf_append(b, o, n);
 }
 
+/* Past the plain run at q, eight bytes at a time where they are ASCII: the first '"', '\\',
+ * control character, or the end; characters of more than one byte are checked on the way.
+ * NULL, after failing, at one that is not valid UTF-8. */
+static const unsigned char *skip_plain_run(parser *ps, const unsigned char *q) {
+    for (;;) {
+        q = swar_skip_plain(q, ps->end);
+        while (q < ps->end && *q >= 0x20 && *q != '"' && *q != '\\' && *q < 0x80)
+            q++;
+        if (q >= ps->end || *q < 0x80)
+            return q;
+        int n = utf8_len(q, ps->end);
+        if (!n) {
+            ps->p = q;
+            fail(ps, "invalid unicode code point");
+            return NULL;
+        }
+        q += n;
+    }
+}
+
 /* The rest of the string at s, from q (its first backslash), unescaped into ps->scratch. */
 static int parse_string_escaped(parser *ps, const unsigned char *s, const unsigned char *q, const char **out,
                                 size_t *len) {
@@ -167,20 +187,9 @@ static int parse_string_escaped(parser *ps, const unsigned char *s, const unsign
             return -1;
         }
         if (c != '\\') {
-            const unsigned char *r = q;
-            while (r < ps->end && *r >= 0x20 && *r != '"' && *r != '\\') {
-                if (*r >= 0x80) {
-                    int n = utf8_len(r, ps->end);
-                    if (!n) {
-                        ps->p = r;
-                        fail(ps, "invalid unicode code point");
-                        return -1;
-                    }
-                    r += n;
-                } else {
-                    r++;
-                }
-            }
+            const unsigned char *r = skip_plain_run(ps, q);
+            if (!r)
+                return -1;
             if (buf_append(b, q, (size_t)(r - q)) != BUF_OK)
                 goto nomem;
             q = r;
@@ -250,28 +259,13 @@ nomem:
  * into the input when there were no escapes, else into ps->scratch. 0 or -1. */
 static int parse_string_raw(parser *ps, const char **out, size_t *len) {
     const unsigned char *s = ++ps->p;
-    const unsigned char *q = s;
-    /* fast path: printable ASCII up to the closing quote, eight bytes at a time */
-    for (;;) {
-        q = swar_skip_plain(q, ps->end);
-        while (q < ps->end && *q >= 0x20 && *q != '"' && *q != '\\' && *q < 0x80)
-            q++;
-        if (q >= ps->end) {
-            ps->p = q;
-            fail_at(ps, ps->end, "EOF while parsing a string");
-            return -1;
-        }
-        if (*q >= 0x80) {
-            int n = utf8_len(q, ps->end);
-            if (!n) {
-                ps->p = q;
-                fail(ps, "invalid unicode code point");
-                return -1;
-            }
-            q += n;
-            continue;
-        }
-        break;
+    const unsigned char *q = skip_plain_run(ps, s);
+    if (!q)
+        return -1;
+    if (q >= ps->end) {
+        ps->p = q;
+        fail_at(ps, ps->end, "EOF while parsing a string");
+        return -1;
     }
     if (*q == '"') {
         *out = (const char *)s;
