@@ -6,7 +6,6 @@
 #include "runner.h"
 
 #include "common/buf.h"
-#include "common/json_in.h"
 #include "common/json_out.h"
 #include "common/util.h"
 #include "ipc/frame.h"
@@ -211,78 +210,6 @@ TEST(json_out_shortest_reals_sorted_keys_escapes) {
     }
 }
 
-static int parses_like_jansson(const char *text) {
-    json_in_error err;
-    json_t *ours = json_in_parse(text, strlen(text), &err);
-    json_t *theirs = json_loads(text, JSON_DECODE_ANY, NULL);
-    int ok = ours && theirs && json_equal(ours, theirs);
-    if (!ok)
-        fprintf(stderr, "  parse %s: ours %s\n", text, ours ? "ok" : err.text);
-    json_decref(ours);
-    json_decref(theirs);
-    return ok;
-}
-
-static int parse_error_is(const char *text, const char *want) {
-    json_in_error err;
-    json_t *v = json_in_parse(text, strlen(text), &err);
-    int ok = !v && !strcmp(err.text, want);
-    if (!ok)
-        fprintf(stderr, "  parse %s -> %s (want %s)\n", text, v ? "a value" : err.text, want);
-    json_decref(v);
-    return ok;
-}
-
-TEST(json_in_values_match_jansson) {
-    CHECK(parses_like_jansson("{\"input\":{\"a\":[1,2.5,-3e2,true,false,null,\"x\"]},\"id\":\"p\"}"));
-    CHECK(parses_like_jansson("\"h\\u00e9llo \\ud83d\\ude00 \\n\\t\\\"\\\\/\""));
-    CHECK(parses_like_jansson("\"héllo 😀\""));
-    CHECK(parses_like_jansson("  [ ]  "));
-    CHECK(parses_like_jansson("{}"));
-    CHECK(parses_like_jansson("-0"));
-    CHECK(parses_like_jansson("9223372036854775807"));
-    json_in_error err;
-    json_t *big = json_in_parse("18446744073709551616", 20, &err); /* beyond 64 bits: a real */
-    CHECK(big && json_is_real(big));
-    json_decref(big);
-    json_t *dup = json_in_parse("{\"a\":1,\"a\":2}", 13, &err); /* the last wins */
-    CHECK(dup && json_integer_value(json_object_get(dup, "a")) == 2);
-    json_decref(dup);
-}
-
-TEST(json_in_errors_name_the_place) {
-    CHECK(parse_error_is("", "EOF while parsing a value at line 1 column 0"));
-    CHECK(parse_error_is("{\"a\":", "EOF while parsing a value at line 1 column 5"));
-    CHECK(parse_error_is("{\"a\":1}x", "trailing characters at line 1 column 8"));
-    CHECK(parse_error_is("[1,]", "trailing comma at line 1 column 4"));
-    CHECK(parse_error_is("{a:1}", "key must be a string at line 1 column 2"));
-    CHECK(parse_error_is("\n\n  nope", "expected ident at line 3 column 4"));
-    CHECK(parse_error_is("\"\\ud800\"", "unexpected end of hex escape at line 1 column 7"));
-    CHECK(parse_error_is("\"a\x01\"", "control character (\\u0000-\\u001F) found while parsing a string at line 1 column 3"));
-    CHECK(parse_error_is("\"\xff\"", "invalid unicode code point at line 1 column 2"));
-    CHECK(parse_error_is("1e999", "number out of range at line 1 column 5"));
-    char deep[300];
-    memset(deep, '[', 200);
-    deep[200] = '\0';
-    json_in_error err;
-    CHECK(json_in_parse(deep, 200, &err) == NULL && strstr(err.text, "recursion limit exceeded"));
-}
-
-TEST(json_in_large_string_round_trips) {
-    size_t n = 3u << 20;
-    char *text = malloc(n + 3);
-    text[0] = '"';
-    for (size_t i = 0; i < n; i++)
-        text[i + 1] = (char)('a' + i % 26);
-    text[n + 1] = '"';
-    text[n + 2] = '\0';
-    json_in_error err;
-    json_t *v = json_in_parse(text, n + 2, &err);
-    CHECK(v && json_string_length(v) == n && !memcmp(json_string_value(v), text + 1, n));
-    json_decref(v);
-    free(text);
-}
-
 TEST(json_string_adopt_takes_the_buffer) {
     char *text = strdup("data:text/plain;base64,aGk=");
     json_t *s = json_string_adopt(text, strlen(text));
@@ -313,23 +240,6 @@ TEST(json_segments_reference_big_strings) {
     free(whole);
     json_decref(v);
     free(big);
-}
-
-static int span_is(const char *text, const char *key, const char *want) {
-    size_t off, len;
-    int rc = json_in_member_span(text, strlen(text), key, &off, &len);
-    int ok = want ? rc == 0 && len == strlen(want) && !memcmp(text + off, want, len) : rc != 0;
-    if (!ok)
-        fprintf(stderr, "  span %s of %s -> %.*s\n", key, text, rc ? 4 : (int)len, rc ? "none" : text + off);
-    return ok;
-}
-
-TEST(json_in_member_span_finds_the_raw_value) {
-    CHECK(span_is("{\"input\":{\"a\":\"x}\\\"y\"},\"id\":1}", "input", "{\"a\":\"x}\\\"y\"}"));
-    CHECK(span_is(" { \"id\" : [1,{\"input\":2}] , \"input\" :  \"s\" } ", "input", "\"s\""));
-    CHECK(span_is("{\"input\":1,\"input\":[2]}", "input", "[2]")); /* the last wins */
-    CHECK(span_is("{\"inputs\":1}", "input", NULL));
-    CHECK(span_is("[1]", "input", NULL));
 }
 
 static void scrape_sets_gauge(void *arg) { stats_set(STAT_SLOTS_TOTAL, *(int *)arg, NULL, NULL); }
@@ -377,11 +287,7 @@ static const test_case tests[] = {
     T(metrics_increment_append_replace_nested),
     T(rfc3339_uses_fewest_fraction_digits),
     T(json_out_shortest_reals_sorted_keys_escapes),
-    T(json_in_values_match_jansson),
-    T(json_in_errors_name_the_place),
-    T(json_in_large_string_round_trips),
     T(json_string_adopt_takes_the_buffer),
-    T(json_in_member_span_finds_the_raw_value),
     T(json_segments_reference_big_strings),
     T(stats_exposition_counters_labels_histograms),
 };
