@@ -135,8 +135,13 @@ def test_the_tree_of_spans_and_propagation(make_server, otlp):
         assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
         hooks.wait_terminal("traced-1")
         want = {"prediction", "wait for slot", "predict", "upload", "webhook"}
-        spans = otlp.wait_spans(lambda sp: want <= {x.name for x in sp})
-        by_name = {x.name: x for x in spans}
+        # each webhook delivery is a span: here `start` and `completed`
+        spans = otlp.wait_spans(lambda sp: want <= {x.name for x in sp}
+                                and sum(x.name == "webhook" for x in sp) == 2)
+        hook_spans = {attrs(x)["coglet.webhook.event"]: x for x in spans if x.name == "webhook"}
+        assert set(hook_spans) == {"start", "completed"}, hook_spans
+        by_name = {x.name: x for x in spans if x.name != "webhook"}
+        by_name["webhook"] = hook_spans["completed"]
         root = by_name["prediction"]
         assert root.trace_id.hex() == TRACE_ID
         assert root.parent_span_id.hex() == PARENT_ID
@@ -144,19 +149,18 @@ def test_the_tree_of_spans_and_propagation(make_server, otlp):
         assert attrs(root)["coglet.prediction.id"] == "traced-1"
         assert attrs(root)["coglet.prediction.status"] == "succeeded"
         assert attrs(root)["coglet.door"] == "http"
-        for name in want - {"prediction"}:
-            child = by_name[name]
+        for name, child in [(n, by_name[n]) for n in want - {"prediction"}] + [("start webhook", hook_spans["start"])]:
             assert child.trace_id.hex() == TRACE_ID, name
             assert child.parent_span_id == root.span_id, name
             assert child.start_time_unix_nano <= child.end_time_unix_nano, name
         assert root.start_time_unix_nano <= by_name["predict"].start_time_unix_nano
         assert attrs(by_name["upload"])["coglet.upload.bytes"] == 6
-        # our context goes out: the terminal webhook's parent is the webhook span, the
-        # upload's the upload span, the start webhook's the prediction span
+        # our context goes out: each webhook's parent is its own delivery span, the upload's
+        # the upload span
         term = hooks.terminal("traced-1")[0]
         assert term.headers["traceparent"] == "00-%s-%s-01" % (TRACE_ID, by_name["webhook"].span_id.hex())
         start_hit = [h for h in hooks.for_id("traced-1") if h.body["status"] == "processing"][0]
-        assert start_hit.headers["traceparent"] == "00-%s-%s-01" % (TRACE_ID, root.span_id.hex())
+        assert start_hit.headers["traceparent"] == "00-%s-%s-01" % (TRACE_ID, hook_spans["start"].span_id.hex())
         put = [h for h in uploads.snapshot() if h.path.startswith("/up/")][0]
         assert put.headers["traceparent"] == "00-%s-%s-01" % (TRACE_ID, by_name["upload"].span_id.hex())
         # the exporter's own request

@@ -210,6 +210,14 @@ static void on_timer(uv_timer_t *timer) {
     update_delivery(t);
 }
 
+void trace_span_discard(trace_span *s) {
+    if (!s)
+        return;
+    json_decref(s->obj);
+    json_decref(s->attrs);
+    free(s);
+}
+
 void trace_span_end_at(trace_span *s, uint64_t end_ns) {
     if (!s)
         return;

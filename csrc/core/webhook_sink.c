@@ -18,29 +18,38 @@ typedef struct webhook_sink {
     trace_span *span; /* the terminal delivery, when tracing */
 } webhook_sink;
 
-static void send_state(sink *s, prediction *p, unsigned event) {
+/* A non-terminal delivery's span ends with its request. */
+static void on_event_sent(void *ctx, int delivered) {
+    trace_span *span = ctx;
+    if (delivered <= 0)
+        trace_span_error(span, delivered < 0 ? "aborted" : "not delivered");
+    trace_span_end(span);
+}
+
+static void send_state(sink *s, prediction *p, unsigned event, const char *name) {
     webhook_sink *ws = container_of(s, webhook_sink, super);
+    /* with tracing, each delivery is a client span, and the receiver's parent */
+    trace_span *span = prediction_child_span(p, "webhook", SPAN_CLIENT);
+    trace_span_str(span, "coglet.webhook.event", name);
+    char tp[TRACEPARENT_LEN + 1];
+    if (prediction_traceparent(p, span, tp) == 0)
+        webhook_set_traceparent(ws->wh, tp);
     json_t *state = prediction_state_json(p, 0);
-    webhook_event(ws->wh, event, state);
+    if (!webhook_event(ws->wh, event, state, span ? on_event_sent : NULL, span))
+        trace_span_discard(span); /* filtered or throttled: nothing was delivered */
     json_decref(state);
 }
 
-static void on_start(sink *s, prediction *p) {
-    webhook_sink *ws = container_of(s, webhook_sink, super);
-    char tp[TRACEPARENT_LEN + 1];
-    if (prediction_traceparent(p, NULL, tp) == 0)
-        webhook_set_traceparent(ws->wh, tp); /* our trace, the prediction's span as parent */
-    send_state(s, p, WEBHOOK_START);
-}
+static void on_start(sink *s, prediction *p) { send_state(s, p, WEBHOOK_START, "start"); }
 
 static void on_output(sink *s, prediction *p, const json_t *value, size_t index) {
     (void)value, (void)index;
-    send_state(s, p, WEBHOOK_OUTPUT);
+    send_state(s, p, WEBHOOK_OUTPUT, "output");
 }
 
 static void on_log(sink *s, prediction *p, const json_t *data, const char *source) {
     (void)data, (void)source;
-    send_state(s, p, WEBHOOK_LOGS);
+    send_state(s, p, WEBHOOK_LOGS, "logs");
 }
 
 static void on_delivered(void *ctx, webhook *wh) {

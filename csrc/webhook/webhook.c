@@ -143,29 +143,64 @@ static void send_once(webhook *wh, const char *body, size_t len, client_done_cb 
 
 static int delivered(const client_result *res) { return res->code == CURLE_OK && res->status >= 200 && res->status < 300; }
 
-static void on_event_sent(void *ctx, const client_result *res) {
-    const char *event = ctx;
-    stats_inc(STAT_WEBHOOK_ATTEMPTS, event, delivered(res) ? "delivered" : "failed");
-    if (res->code != CURLE_OK)
-        log_debug(TARGET, "webhook event not delivered: %s", res->error);
-}
-
 static const char *event_name(unsigned event) {
     return event == WEBHOOK_START ? "start" : event == WEBHOOK_OUTPUT ? "output" : "logs";
 }
 
-void webhook_event(webhook *wh, unsigned event, const json_t *state) {
+/* One non-terminal send in flight: outlives the webhook (nothing waits for it). */
+typedef struct event_send {
+    const char *event;
+    webhook_sent_cb sent;
+    void *ctx;
+} event_send;
+
+static void on_event_sent(void *ctx, const client_result *res) {
+    event_send *es = ctx;
+    int ok = delivered(res);
+    stats_inc(STAT_WEBHOOK_ATTEMPTS, es->event, ok ? "delivered" : "failed");
+    if (res->code != CURLE_OK)
+        log_debug(TARGET, "webhook event not delivered: %s", res->error);
+    if (es->sent)
+        es->sent(es->ctx, ok);
+    free(es);
+}
+
+static void on_event_aborted(void *ctx) {
+    event_send *es = ctx;
+    if (es->sent)
+        es->sent(es->ctx, -1);
+    free(es);
+}
+
+int webhook_event(webhook *wh, unsigned event, const json_t *state, webhook_sent_cb sent, void *ctx) {
     if (!(wh->events & event))
-        return;
+        return 0;
     double now = now_monotonic();
     if ((event == WEBHOOK_START || event == WEBHOOK_LOGS) && now - wh->last_sent < wh->settings.throttle_s)
-        return; /* dropped, not delayed */
-    char *body = json_out_string(state, JSON_OUT_SORTED);
-    if (!body)
-        return;
+        return 0; /* dropped, not delayed */
+    event_send *es = malloc(sizeof *es);
+    char *body = es ? json_out_string(state, JSON_OUT_SORTED) : NULL;
+    if (!body) {
+        free(es);
+        return 0;
+    }
+    *es = (event_send){.event = event_name(event), .sent = sent, .ctx = ctx};
     wh->last_sent = now;
-    send_once(wh, body, strlen(body), on_event_sent, (void *)event_name(event), NULL);
+    client_request_opts opts = {
+        .method = "POST",
+        .url = wh->url,
+        .headers = (const char *const *)wh->headers,
+        .body = body,
+        .body_len = strlen(body),
+        .timeout_ms = wh->settings.timeout_ms,
+        .on_abort = on_event_aborted,
+    };
+    if (!http_client_start(wh->client, &opts, on_event_sent, es)) {
+        client_result res = {.status = 0, .code = CURLE_FAILED_INIT, .error = "could not start request"};
+        on_event_sent(es, &res);
+    }
     free(body);
+    return 1;
 }
 
 static void finish(webhook *wh) {
