@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/bignum.h"
 #include "common/buf.h"
 #include "common/swar.h"
 
@@ -328,12 +329,9 @@ static json_t *parse_number(parser *ps) {
     if (!is_real) {
         errno = 0;
         long long ll = strtoll(text, NULL, 10);
-        if (errno != ERANGE)
-            v = json_integer(ll);
-        else
-            is_real = 1; /* beyond 64 bits: a float, as from Python */
-    }
-    if (is_real) {
+        /* beyond 64 bits: a bignum, exact as json.loads gives it (common/bignum.h) */
+        v = errno != ERANGE ? json_integer(ll) : bignum_from_text(text, n);
+    } else {
         double d = strtod(text, NULL);
         if (isinf(d)) {
             if (text != tmp)

@@ -7,6 +7,7 @@
 
 #include <uv.h>
 
+#include "common/bignum.h"
 #include "common/log.h"
 
 static int valid_name(const char *name) {
@@ -46,15 +47,17 @@ int metrics_merge(json_t *metrics, const char *name, json_t *value, const char *
         else
             json_object_set(node, seg, value);
     } else if (!strcmp(mode, "increment")) {
-        if (!cur && json_is_number(value))
+        if (!cur && bignum_is_number(value))
             cur = json_integer(0), json_object_set_new(node, seg, cur);
-        if (json_is_number(cur) && json_is_number(value)) {
+        if (bignum_is_number(cur) && bignum_is_number(value)) {
             if (json_is_integer(cur) && json_is_integer(value)) {
                 unsigned long long sum = (unsigned long long)json_integer_value(cur) +
                                          (unsigned long long)json_integer_value(value);
                 json_object_set_new(node, seg, json_integer((json_int_t)sum)); /* wraps */
+            } else if (bignum_is_integer(cur) && bignum_is_integer(value)) {
+                json_object_set_new(node, seg, bignum_add(cur, value)); /* beyond 64 bits: exact */
             } else {
-                json_object_set_new(node, seg, json_real(json_number_value(cur) + json_number_value(value)));
+                json_object_set_new(node, seg, json_real(bignum_to_double(cur) + bignum_to_double(value)));
             }
         }
     } else if (!strcmp(mode, "append")) {
