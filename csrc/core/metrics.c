@@ -9,18 +9,10 @@
 
 #include "common/bignum.h"
 #include "common/log.h"
-
-static int valid_name(const char *name) {
-    if (!name || !*name)
-        return 0;
-    size_t n = strlen(name);
-    if (name[0] == '.' || name[n - 1] == '.' || strstr(name, ".."))
-        return 0;
-    return 1;
-}
+#include "common/metric_name.h"
 
 int metrics_merge(json_t *metrics, const char *name, json_t *value, const char *mode) {
-    if (!valid_name(name)) {
+    if (!metric_path_valid(name)) {
         log_warn("coglet::service", "ignoring metric with invalid name '%s'", name ? name : "");
         return UV_EINVAL;
     }
