@@ -18,6 +18,14 @@
 
 #define TARGET "coglet::orchestrator"
 #define LINE_MAX_BYTES 4096
+/* What may wait unsent to a worker that does not read: on a slot, one predict frame (a slot
+ * holds one prediction); on the control channel, cancels and healthchecks, a few hundred
+ * bytes each. Past it a send fails with UV_ENOBUFS instead of the parent growing. */
+#define SLOT_UNSENT_MAX (FRAME_MAX_PAYLOAD + 4)
+#define CONTROL_UNSENT_MAX ((size_t)1 << 20)
+/* How long a slot socket the worker closed waits for the worker's exit, so that the error
+ * can name the exit status rather than the socket. */
+#define GONE_GRACE_MS 1000
 
 static void maybe_closed(orchestrator *orch);
 
@@ -36,8 +44,13 @@ static void on_frame_written(uv_write_t *req, int status) {
     free(fw);
 }
 
-/* Writes a whole frame (taking data). */
-static int send_raw(uv_pipe_t *pipe, char *data, size_t len) {
+/* Writes a whole frame (taking data), or fails with UV_ENOBUFS when it would leave more than
+ * unsent_max bytes queued for a reader that is not taking them. */
+static int send_raw(uv_pipe_t *pipe, char *data, size_t len, size_t unsent_max) {
+    if (uv_stream_get_write_queue_size((uv_stream_t *)pipe) + len > unsent_max) {
+        free(data);
+        return UV_ENOBUFS;
+    }
     uv_buf_t b = uv_buf_init(data, (unsigned)len);
     int n = uv_try_write((uv_stream_t *)pipe, &b, 1);
     if (n == (int)len) {
@@ -66,12 +79,12 @@ static int send_raw(uv_pipe_t *pipe, char *data, size_t len) {
     return rc;
 }
 
-static int send_frame(uv_pipe_t *pipe, const json_t *msg) {
+static int send_frame(uv_pipe_t *pipe, const json_t *msg, size_t unsent_max) {
     size_t len;
     char *data = frame_encode_alloc(msg, &len);
     if (!data)
         return UV_E2BIG;
-    return send_raw(pipe, data, len);
+    return send_raw(pipe, data, len, unsent_max);
 }
 
 int orchestrator_send_slot_raw(orchestrator *orch, slot *s, char *frame, size_t len) {
@@ -79,19 +92,23 @@ int orchestrator_send_slot_raw(orchestrator *orch, slot *s, char *frame, size_t 
         free(frame);
         return UV_EPIPE;
     }
-    return send_raw(&s->pipe, frame, len);
+    return send_raw(&s->pipe, frame, len, SLOT_UNSENT_MAX);
 }
 
 int orchestrator_send_slot(orchestrator *orch, slot *s, const json_t *msg) {
     if (!s->pipe_open || orch->state != ORCH_READY)
         return UV_EPIPE;
-    return send_frame(&s->pipe, msg);
+    return send_frame(&s->pipe, msg, SLOT_UNSENT_MAX);
 }
 
 int orchestrator_send_control(orchestrator *orch, const json_t *msg) {
     if (!orch->control_open)
         return UV_EPIPE;
-    return send_frame(&orch->control, msg);
+    return send_frame(&orch->control, msg, CONTROL_UNSENT_MAX);
+}
+
+size_t orchestrator_control_unsent(const orchestrator *orch) {
+    return orch->control_open ? uv_stream_get_write_queue_size((const uv_stream_t *)&orch->control) : 0;
 }
 
 /* ---- permit pool (orchestrator/pool.c) ---- */
@@ -114,6 +131,36 @@ void orchestrator_unpoison(orchestrator *orch, slot *s) {
     if (!s->permit.poisoned || orch->state != ORCH_READY || !s->pipe_open)
         return;
     permit_pool_unpoison(&orch->pool, &s->permit);
+}
+
+/* An abandoned slot may come back; one whose socket just closed is not lost until the grace
+ * says whether the worker died (then on_worker_gone tells the app) or lives on without it. */
+int orchestrator_usable_slots(const orchestrator *orch) {
+    int n = 0;
+    for (int i = 0; orch->slots && i < orch->cfg.num_slots; i++) {
+        const slot *s = &orch->slots[i];
+        n += !s->permit.poisoned || s->abandoned || (s->closed_by_worker && !s->lost_reported);
+    }
+    return n;
+}
+
+/* /proc/{pid}/stat: "pid (comm) S ...", the state after the last ')'. procfs is served from
+ * kernel memory, so this read never waits on a device; it is cheap enough for the loop. */
+int orchestrator_worker_stopped(const orchestrator *orch) {
+    if (!orch->proc_alive || orch->exit_seen || orch->proc.pid <= 0)
+        return 0;
+    char path[64], text[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", orch->proc.pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    const char *paren = strrchr(text, ')');
+    return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
 }
 
 /* ---- worker output (fds 1 and 2) ---- */
@@ -212,6 +259,25 @@ static void stop_timer(orchestrator *orch) {
         uv_timer_stop(&orch->timer);
 }
 
+/* The slot is out of service for good; the app hears it once, and fails what runs there. */
+static void slot_lost(orchestrator *orch, slot *s, const char *error) {
+    orchestrator_poison(orch, s);
+    if (s->lost_reported || orch->state == ORCH_GONE || orch->closing)
+        return;
+    s->lost_reported = 1;
+    orch->ops->on_slot_poisoned(orch->app, s, error);
+}
+
+/* Slots whose socket the worker closed while it lives on (the grace found no exit). */
+static void report_closed_slots(orchestrator *orch) {
+    for (int i = 0; i < orch->cfg.num_slots && orch->state == ORCH_READY; i++) {
+        slot *s = &orch->slots[i];
+        if (s->closed_by_worker && !s->lost_reported)
+            slot_lost(orch, s, s->closed_mid_frame ? "Slot socket closed by the worker in the middle of a frame"
+                                                   : "Slot socket closed by the worker");
+    }
+}
+
 /* No slot is ever handed out again. */
 static void mark_gone(orchestrator *orch) {
     orch->state = ORCH_GONE;
@@ -219,15 +285,19 @@ static void mark_gone(orchestrator *orch) {
         orchestrator_poison(orch, &orch->slots[i]);
 }
 
-/* The worker is gone (exit seen, or its control channel closed and the grace ran out). */
-static void worker_gone(orchestrator *orch) {
+/* The worker is gone: its exit seen, its control channel closed and the grace ran out, or
+ * its control channel broken (then `cause` says how; otherwise the exit status does). */
+static void worker_lost(orchestrator *orch, const char *cause) {
     if (orch->state == ORCH_GONE)
         return;
     int was = orch->state;
     orch->state = ORCH_GONE;
     stop_timer(orch);
-    char why[160];
-    describe_exit(orch, why, sizeof why);
+    char why[400];
+    if (cause)
+        snprintf(why, sizeof why, "%s", cause);
+    else
+        describe_exit(orch, why, sizeof why);
     if (orch->closing || orch->shutdown_sent) {
         log_info(TARGET, "Worker exited");
         return;
@@ -241,6 +311,8 @@ static void worker_gone(orchestrator *orch) {
     mark_gone(orch);
     orch->ops->on_worker_gone(orch->app, why);
 }
+
+static void worker_gone(orchestrator *orch) { worker_lost(orch, NULL); }
 
 static void on_process_exit(uv_process_t *proc, int64_t exit_status, int term_signal) {
     orchestrator *orch = container_of(proc, orchestrator, proc);
@@ -269,7 +341,18 @@ static void on_timer(uv_timer_t *timer) {
         close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
         return;
     }
-    worker_gone(orch); /* control EOF and no exit status within the grace period */
+    if (orch->control_eof)
+        worker_gone(orch); /* control EOF and no exit status within the grace period */
+    else if (orch->state == ORCH_READY)
+        report_closed_slots(orch); /* the worker lives on without those slots */
+}
+
+/* Starts the grace period after an EOF, unless one is already running. */
+static void start_grace(orchestrator *orch) {
+    if (!orch->timer_open)
+        worker_gone(orch);
+    else if (!uv_is_active((uv_handle_t *)&orch->timer))
+        uv_timer_start(&orch->timer, on_timer, GONE_GRACE_MS, 0);
 }
 
 /* ---- control channel ---- */
@@ -308,9 +391,14 @@ static void handle_control(orchestrator *orch, json_t *msg) {
         }
         stop_timer(orch);
         orch->state = ORCH_READY;
-        for (int i = orch->cfg.num_slots - 1; i >= 0; i--)
+        int closed = 0;
+        for (int i = orch->cfg.num_slots - 1; i >= 0; i--) {
             orchestrator_release_slot(orch, &orch->slots[i]);
+            closed |= orch->slots[i].closed_by_worker;
+        }
         orch->ops->on_ready(orch->app, json_object_get(msg, "schema"), msg);
+        if (closed && orch->state == ORCH_READY)
+            start_grace(orch);
     } else if (!strcmp(type, "failed")) {
         const char *err = json_string_value(json_object_get(msg, "error"));
         const char *slot_id = json_string_value(json_object_get(msg, "slot"));
@@ -325,10 +413,8 @@ static void handle_control(orchestrator *orch, json_t *msg) {
         }
         for (int i = 0; i < orch->cfg.num_slots; i++) {
             slot *s = &orch->slots[i];
-            if (slot_id && !strcmp(s->id, slot_id)) {
-                orchestrator_poison(orch, s);
-                orch->ops->on_slot_poisoned(orch->app, s, err ? err : "slot poisoned");
-            }
+            if (slot_id && !strcmp(s->id, slot_id))
+                slot_lost(orch, s, err ? err : "slot poisoned");
         }
     } else if (!strcmp(type, "fatal")) {
         const char *reason = json_string_value(json_object_get(msg, "reason"));
@@ -364,7 +450,7 @@ static void on_control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
         if (orch->state == ORCH_SETUP || orch->state == ORCH_READY) {
             /* Give the exit status a moment to arrive so the error can name it. */
             if (orch->timer_open)
-                uv_timer_start(&orch->timer, on_timer, 1000, 0);
+                uv_timer_start(&orch->timer, on_timer, GONE_GRACE_MS, 0);
             else
                 worker_gone(orch);
         }
@@ -374,7 +460,7 @@ static void on_control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
         /* dropping bytes would desync the channel: it fails as a whole */
         log_error(TARGET, "control channel buffer overflow");
         close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
-        worker_gone(orch);
+        worker_lost(orch, "Worker control channel error: buffer overflow");
         return;
     }
     for (;;) {
@@ -385,13 +471,19 @@ static void on_control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
             break;
         if (rc < 0) {
             log_error(TARGET, "control channel error: %s", err);
+            close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+            char text[512];
             if (orch->state == ORCH_SETUP) {
-                char text[512];
                 snprintf(text, sizeof text, "protocol error: control channel error: %s", err);
                 orch->state = ORCH_GONE;
+                stop_timer(orch);
                 orch->ops->on_setup_failed(orch->app, text);
+            } else {
+                /* No cancel or healthcheck can reach it now, and it exits when it sees the
+                 * channel closed: it is gone for every prediction, whatever its exit says. */
+                snprintf(text, sizeof text, "Worker control channel error: %s", err);
+                worker_lost(orch, text);
             }
-            close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
             return;
         }
         handle_control(orch, msg);
@@ -416,18 +508,37 @@ static void on_slot_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) 
     out->len = d->in.cap - d->in.len - 1;
 }
 
+/* The worker's end of a slot closed (EOF) or failed. An EOF is most often the worker dying:
+ * the slot is out of service at once, and what runs there fails after the grace period,
+ * with the exit status if the exit arrives meanwhile. */
+static void slot_read_ended(orchestrator *orch, slot *s, ssize_t nread) {
+    size_t partial = s->dec.in.len - s->dec.pos;
+    close_handle(orch, (uv_handle_t *)&s->pipe, &s->pipe_open);
+    if (nread != UV_EOF) {
+        char err[256];
+        snprintf(err, sizeof err, "Slot socket error: %s", uv_strerror((int)nread));
+        slot_lost(orch, s, err);
+        return;
+    }
+    if (orch->closing || orch->shutdown_sent)
+        return;
+    if (partial) /* whether the worker died or lives on, the frame it was writing is lost */
+        log_warn(TARGET, "slot %d: the worker closed its socket %zu bytes into a frame", s->index, partial);
+    if (orch->state == ORCH_GONE)
+        return;
+    s->closed_by_worker = 1;
+    s->closed_mid_frame = partial > 0;
+    orchestrator_poison(orch, s);
+    if (orch->state == ORCH_READY)
+        start_grace(orch); /* during setup, ready reports it */
+}
+
 static void on_slot_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
     slot *s = stream->data;
     orchestrator *orch = s->orch;
     (void)b;
     if (nread < 0) {
-        if (nread != UV_EOF && s->prediction) {
-            char err[256];
-            snprintf(err, sizeof err, "Slot socket error: %s", uv_strerror((int)nread));
-            orchestrator_poison(orch, s);
-            orch->ops->on_slot_poisoned(orch->app, s, err);
-        }
-        close_handle(orch, (uv_handle_t *)&s->pipe, &s->pipe_open);
+        slot_read_ended(orch, s, nread);
         return;
     }
     /* read straight into the decoder's buffer (no copy) */
@@ -442,9 +553,8 @@ static void on_slot_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) 
         if (rc < 0) {
             char text[300];
             snprintf(text, sizeof text, "Slot socket error: %s", err);
-            orchestrator_poison(orch, s);
-            orch->ops->on_slot_poisoned(orch->app, s, text);
             close_handle(orch, (uv_handle_t *)&s->pipe, &s->pipe_open);
+            slot_lost(orch, s, text);
             return;
         }
         orch->ops->on_slot_message(orch->app, s, msg);
@@ -568,7 +678,7 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
     json_t *init = json_pack("{s:s, s:s, s:i, s:{s:{s:i, s:i}}, s:b, s:b}", "type", "init", "predictor_ref",
                              cfg->predictor_ref, "num_slots", n, "transport_info", "InheritedFds", "first_fd", 4,
                              "num_slots", n, "is_train", cfg->is_train, "is_async", 0);
-    send_frame(&orch->control, init);
+    send_frame(&orch->control, init, CONTROL_UNSENT_MAX);
     json_decref(init);
     free(child_fds);
     free(stdio);

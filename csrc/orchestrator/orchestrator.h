@@ -23,6 +23,9 @@ typedef struct slot {
     pool_link permit; /* in the permit pool while free */
     int abandoned;    /* the app gave up on its prediction; the worker may still run it */
     unsigned long long seq; /* predict frames sent on this slot */
+    int closed_by_worker;   /* EOF on it while the worker was up */
+    int closed_mid_frame;   /* ... with part of a frame read */
+    int lost_reported;      /* on_slot_poisoned was called for it */
 } slot;
 
 typedef struct orchestrator_ops {
@@ -33,6 +36,9 @@ typedef struct orchestrator_ops {
     void (*on_setup_failed)(void *app, const char *error);
     /* A frame on a slot socket. The app owns nothing of msg (borrowed). */
     void (*on_slot_message)(void *app, slot *s, json_t *msg);
+    /* The slot is out of service for good (a broken frame, a socket error or EOF, the
+     * worker's control `failed`); called once per slot, with or without a prediction on it.
+     * Not called for the slots of a worker that is gone: on_worker_gone covers those. */
     void (*on_slot_poisoned)(void *app, slot *s, const char *error);
     /* The worker is gone after ready; every slot's prediction must fail with `error`. */
     void (*on_worker_gone)(void *app, const char *error);
@@ -83,9 +89,18 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
 slot *orchestrator_acquire_slot(orchestrator *orch);
 void orchestrator_release_slot(orchestrator *orch, slot *s);
 int orchestrator_free_slots(const orchestrator *orch);
-/* Frames to the worker; 0 or a libuv error. */
+/* Frames to the worker; 0 or a libuv error: UV_EPIPE when the channel is closed, UV_E2BIG
+ * for a frame over the cap, UV_ENOBUFS when the worker is not reading (more than one frame
+ * would wait unsent on a slot, or more than 1 MiB on the control channel). */
 int orchestrator_send_slot(orchestrator *orch, slot *s, const json_t *msg);
 int orchestrator_send_control(orchestrator *orch, const json_t *msg);
+/* Bytes queued on the control channel that the worker has not read yet. */
+size_t orchestrator_control_unsent(const orchestrator *orch);
+/* Slots not out of service for good, busy or free (an abandoned one may come back). */
+int orchestrator_usable_slots(const orchestrator *orch);
+/* 1 when the worker process is stopped (SIGSTOP, SIGTSTP, a debugger): alive, but nothing it
+ * was sent is read until it continues. Read from /proc on Linux; 0 elsewhere. */
+int orchestrator_worker_stopped(const orchestrator *orch);
 /* An encoded frame (header included), taken. */
 int orchestrator_send_slot_raw(orchestrator *orch, slot *s, char *frame, size_t len);
 void orchestrator_poison(orchestrator *orch, slot *s);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "ipc/frame.h"
@@ -122,6 +123,16 @@ static int act(const char *scenario, int num_slots, frame_decoder *control) {
                 kill(getpid(), SIGKILL);
             return 7;
         }
+    } else if (!strcmp(scenario, "close_slot")) {
+        send_ready(num_slots, 0);
+        shutdown(FIRST_SLOT_FD, SHUT_RDWR); /* and lives on, until its control channel closes */
+    } else if (!strcmp(scenario, "control_garbage")) {
+        send_ready(num_slots, 0);
+        static const char bad[] = "garbage, not a frame";
+        write_all(CONTROL_FD, bad, sizeof bad - 1);
+    } else if (!strcmp(scenario, "deaf")) {
+        send_ready(num_slots, 0);
+        sleep(3); /* reads nothing meanwhile */
     } else if (strcmp(scenario, "never_ready") != 0) {
         return 4;
     }

@@ -2,10 +2,12 @@
  * fake_worker over the inherited socketpairs: how it handles what the worker sends, and the
  * worker's exit. One behaviour per test; each spawns its own worker on its own loop. */
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "runner.h"
 
@@ -235,6 +237,69 @@ TEST(setup_timeout_fails_setup_and_the_worker_exits) {
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0); /* it saw its control channel close */
 }
 
+TEST(a_slot_the_worker_closes_is_lost_after_the_grace) {
+    harness h;
+    CHECK(start(&h, "close_slot", 2, 0) == 0);
+    CHECK(run_until(&h, &h.ready));
+    CHECK(run_until(&h, &h.poisoned)); /* the worker lives on: no exit to wait for */
+    CHECK(h.poisoned_slot == &h.orch.slots[0]);
+    CHECK(!strcmp(h.error, "Slot socket closed by the worker"));
+    CHECK(orchestrator_usable_slots(&h.orch) == 1 && orchestrator_free_slots(&h.orch) == 1);
+    CHECK(orchestrator_acquire_slot(&h.orch) == &h.orch.slots[1]);
+    finish(&h);
+    CHECK(h.poisoned == 1 && !h.gone);
+}
+
+TEST(garbage_on_the_control_channel_loses_the_worker_with_its_cause) {
+    harness h;
+    CHECK(start(&h, "control_garbage", 1, 0) == 0);
+    CHECK(run_until(&h, &h.ready));
+    CHECK(run_until(&h, &h.gone));
+    CHECK(!strcmp(h.error, "Worker control channel error: frame of 1734439522 bytes exceeds the 8388608 byte limit"));
+    CHECK(h.orch.state == ORCH_GONE && orchestrator_usable_slots(&h.orch) == 0);
+    int status = finish(&h);
+    CHECK(status == -1 || (WIFEXITED(status) && WEXITSTATUS(status) == 0)); /* it saw the channel close */
+    CHECK(h.gone == 1);
+}
+
+TEST(frames_to_a_worker_that_does_not_read_are_bounded) {
+    harness h;
+    CHECK(start(&h, "deaf", 1, 0) == 0);
+    CHECK(run_until(&h, &h.ready));
+    json_t *msg = json_pack("{s:s, s:s, s:s, s:i}", "type", "cancel", "slot", "fake-slot-0", "id", "pred_1", "seq", 1);
+    int rc = 0, sent = 0;
+    while (sent < 1000000 && (rc = orchestrator_send_control(&h.orch, msg)) == 0)
+        sent++;
+    json_decref(msg);
+    CHECK(rc == UV_ENOBUFS);
+    size_t unsent = orchestrator_control_unsent(&h.orch);
+    CHECK(unsent <= ((size_t)1 << 20) && unsent > ((size_t)1 << 20) - 200);
+    CHECK(sent > 1000); /* the socket took what it could, then 1 MiB waited */
+    finish(&h);
+    CHECK(!h.gone && !h.poisoned);
+}
+
+static int stopped_becomes(harness *h, int want) {
+    for (int i = 0; i < 2000; i++) {
+        if (orchestrator_worker_stopped(&h->orch) == want)
+            return 1;
+        usleep(1000);
+    }
+    return 0;
+}
+
+TEST(a_stopped_worker_is_seen_stopped_until_it_continues) {
+    harness h;
+    CHECK(start(&h, "ready", 1, 0) == 0);
+    CHECK(run_until(&h, &h.ready));
+    CHECK(orchestrator_worker_stopped(&h.orch) == 0);
+    kill(h.orch.proc.pid, SIGSTOP);
+    CHECK(stopped_becomes(&h, 1));
+    kill(h.orch.proc.pid, SIGCONT);
+    CHECK(stopped_becomes(&h, 0));
+    finish(&h);
+}
+
 static const test_case tests[] = {
     T(ready_installs_the_schema_and_frees_every_slot),
     T(setup_failure_reports_the_worker_error),
@@ -243,6 +308,10 @@ static const test_case tests[] = {
     T(worker_exit_after_ready_names_the_exit_code),
     T(worker_killed_after_ready_names_the_signal),
     T(setup_timeout_fails_setup_and_the_worker_exits),
+    T(a_slot_the_worker_closes_is_lost_after_the_grace),
+    T(garbage_on_the_control_channel_loses_the_worker_with_its_cause),
+    T(frames_to_a_worker_that_does_not_read_are_bounded),
+    T(a_stopped_worker_is_seen_stopped_until_it_continues),
 };
 
 int main(int argc, char **argv) {
