@@ -163,7 +163,7 @@ int core_has_room(const core *c) {
 admit_result core_admit(const core *c) {
     if (core_shutting_down(c))
         return ADMIT_SHUTTING_DOWN;
-    if (c->health == HEALTH_DEFUNCT)
+    if (core_defunct(c))
         return ADMIT_DEFUNCT;
     if (c->health != HEALTH_READY)
         return ADMIT_NOT_READY;

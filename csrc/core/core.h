@@ -169,6 +169,8 @@ const validator *core_validator(const core *c, int is_training);
 
 /* health (core/health.c) */
 const char *core_health_name(const core *c);
+/* The worker died after setup, or lives on with every slot out of service: creates get 503. */
+int core_defunct(const core *c);
 /* The /health-check body: status, setup, version, user_healthcheck_error. New ref. */
 json_t *core_health_json(const core *c);
 /* Queues w for the user's healthcheck (0), or UV_ENOTSUP when none should run now: then the

@@ -80,6 +80,10 @@ void prediction_output_dir(const core *c, const char *id, char *out, size_t outl
 
 /* ---- sending ---- */
 
+static const char *send_error_text(int rc) {
+    return rc == UV_ENOBUFS ? "the worker has not read the previous frame" : uv_strerror(rc);
+}
+
 static void send_failed(prediction *p, slot *s, int rc) {
     if (p->slot != s)
         return; /* ended meanwhile */
@@ -90,7 +94,7 @@ static void send_failed(prediction *p, slot *s, int rc) {
                  (size_t)FRAME_MAX_PAYLOAD);
         dispatch_failed(p, SLOT_RELEASE, err);
     } else {
-        snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", uv_strerror(rc));
+        snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", send_error_text(rc));
         dispatch_failed(p, SLOT_POISON, err);
     }
 }
@@ -107,7 +111,7 @@ static void send_inline(prediction *p, slot *s, json_t *msg, const buf *input) {
     int rc = orchestrator_send_slot_raw(&p->core->orch, s, frame, len);
     if (rc != 0 && p->slot == s) {
         char err[256];
-        snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", uv_strerror(rc));
+        snprintf(err, sizeof err, "Failed to send request: Failed to send on slot socket: %s", send_error_text(rc));
         dispatch_failed(p, SLOT_POISON, err);
     }
 }

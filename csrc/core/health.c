@@ -13,10 +13,22 @@
 #define TARGET "coglet::health"
 #define WAIT_LIMIT_MS 10000
 
+/* The worker died, or lives on with every slot out of service: nothing can run again. */
+int core_defunct(const core *c) {
+    return c->health == HEALTH_DEFUNCT || (c->health == HEALTH_READY && orchestrator_usable_slots(&c->orch) == 0);
+}
+
+/* Why the worker cannot answer now, though it is alive; NULL when it can. */
+static const char *worker_unresponsive(const core *c) {
+    if (c->health == HEALTH_READY && orchestrator_worker_stopped(&c->orch))
+        return "Worker process is stopped (SIGSTOP, SIGTSTP or a debugger): nothing runs until it is continued";
+    return NULL;
+}
+
 const char *core_health_name(const core *c) {
-    if (c->health == HEALTH_DEFUNCT)
+    if (core_defunct(c))
         return "DEFUNCT"; /* a user healthcheck result from before the crash means nothing now */
-    if (c->user_healthcheck_error)
+    if (c->user_healthcheck_error || worker_unresponsive(c))
         return "UNHEALTHY";
     switch (c->health) {
     case HEALTH_UNKNOWN: return "UNKNOWN";
@@ -56,7 +68,10 @@ json_t *core_health_json(const core *c) {
     if (c->cfg.python_version)
         json_object_set_new(v, "python", json_string(c->cfg.python_version));
     json_object_set_new(o, "version", v);
-    if (c->user_healthcheck_error)
+    const char *why = worker_unresponsive(c);
+    if (why && !core_defunct(c))
+        json_object_set_new(o, "user_healthcheck_error", json_string(why));
+    else if (c->user_healthcheck_error)
         json_object_set_new(o, "user_healthcheck_error", json_string(c->user_healthcheck_error));
     return o;
 }
@@ -122,8 +137,9 @@ void health_fail_waiters(core *c, const char *error) {
 }
 
 int core_health_wait(core *c, health_waiter *w) {
-    if (c->health != HEALTH_READY || !c->user_healthcheck || core_shutting_down(c))
-        return UV_ENOTSUP;
+    if (c->health != HEALTH_READY || !c->user_healthcheck || core_shutting_down(c) || core_defunct(c) ||
+        worker_unresponsive(c))
+        return UV_ENOTSUP; /* the answer is known now: a stopped worker would only time out */
     w->core = c;
     uv_timer_init(c->loop, &w->timer);
     uv_timer_start(&w->timer, waiter_timeout, WAIT_LIMIT_MS, 0);
@@ -137,7 +153,8 @@ int core_health_wait(core *c, health_waiter *w) {
         json_decref(m);
         if (rc != 0) {
             char err[128];
-            snprintf(err, sizeof err, "Failed to send: %s", uv_strerror(rc));
+            snprintf(err, sizeof err, "Failed to send: %s",
+                     rc == UV_ENOBUFS ? "the worker is not reading its control channel" : uv_strerror(rc));
             health_fail_waiters(c, err);
             return 0;
         }

@@ -472,6 +472,22 @@ int prediction_traceparent(const prediction *p, const trace_span *span, char *ou
 
 /* ---- cancel ---- */
 
+/* The worker is not reading its control channel (stopped, or stuck): queueing more would
+ * grow the parent without bound and the cancel might never land. The prediction fails now;
+ * its slot, which may still be running it, is out of service until the worker finishes it. */
+static void cancel_undeliverable(prediction *p) {
+    core *c = p->core;
+    char err[200];
+    snprintf(err, sizeof err, "Cancel not delivered: the worker has not read the last %zu bytes sent on its control channel",
+             orchestrator_control_unsent(&c->orch));
+    log_event(LOG_ERROR, TARGET, json_pack("{s:s}", "prediction_id", p->id), "%s", err);
+    prediction_ref(p);
+    dispatch_abandon(p);
+    outputs_abort(c, p);
+    prediction_finish(p, PRED_FAILED, err);
+    prediction_unref(p);
+}
+
 int prediction_cancel(prediction *p) {
     if (!p->in_registry)
         return UV_ENOENT;
@@ -496,8 +512,10 @@ int prediction_cancel(prediction *p) {
          * frame when the frame arrives, and drops one for a prediction already over. */
         json_t *m = json_pack("{s:s, s:s, s:s, s:I}", "type", "cancel", "slot", p->slot->id, "id", p->id, "seq",
                               (json_int_t)p->seq);
-        orchestrator_send_control(&c->orch, m);
+        int rc = orchestrator_send_control(&c->orch, m);
         json_decref(m);
+        if (rc == UV_ENOBUFS)
+            cancel_undeliverable(p);
     }
     return 0;
 }

@@ -158,9 +158,12 @@ static void on_setup_failed(void *app, const char *error) { core_setup_failed(ap
 static void on_slot_message(void *app, slot *s, json_t *msg) { dispatch_on_slot_message(app, s, msg); }
 
 static void on_slot_poisoned(void *app, slot *s, const char *error) {
+    core *c = app;
     log_error(TARGET, "slot %d poisoned: %s", s->index, error);
     s->abandoned = 0; /* out of service for good */
-    dispatch_on_slot_failed(app, s, error);
+    dispatch_on_slot_failed(c, s, error);
+    if (c->health == HEALTH_READY && orchestrator_usable_slots(&c->orch) == 0)
+        log_error(TARGET, "every slot is out of service: no prediction can run; restart the server");
 }
 
 static void on_worker_gone(void *app, const char *error) {
