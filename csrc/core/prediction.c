@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "core/metrics.h"
@@ -49,7 +50,7 @@ static prediction *prediction_new(core *c, const char *id, int is_training) {
     p->outputs = json_array();
     p->metrics = json_object();
     p->context = json_object();
-    buf_init(&p->logs, PRED_LOGS_MAX);
+    pred_logs_init(&p->logs);
     p->created = p->started = now_monotonic();
     p->created_ns = now_realtime_ns();
     if (!p->id || !p->outputs || !p->metrics || !p->context) {
@@ -163,7 +164,7 @@ void prediction_unref(prediction *p) {
     json_decref(p->outputs);
     json_decref(p->output);
     json_decref(p->metrics);
-    buf_free(&p->logs);
+    pred_logs_free(&p->logs);
     free(p->error);
     free(p->output_error);
     free(p->input_raw);
@@ -218,8 +219,13 @@ void prediction_add_log(prediction *p, const json_t *data, const char *source) {
     size_t len = json_string_length(data);
     if (!text || !len)
         return;
-    if (buf_append(&p->logs, text, len) != BUF_OK)
-        log_warn(TARGET, "prediction %s: logs over %zu bytes; dropping", p->id, (size_t)PRED_LOGS_MAX);
+    size_t dropped = pred_logs_dropped(&p->logs);
+    if (pred_logs_append(&p->logs, text, len) != 0)
+        log_warn(TARGET, "prediction %s: out of memory keeping its logs; a line is dropped", p->id);
+    else if (!dropped && pred_logs_dropped(&p->logs))
+        log_event(LOG_WARN, TARGET, json_pack("{s:s}", "prediction_id", p->id),
+                  "logs over %zu MiB: keeping the first %zu MiB and the last %zu MiB", (LOGS_HEAD_MAX + LOGS_TAIL_MAX) >> 20,
+                  LOGS_HEAD_MAX >> 20, LOGS_TAIL_MAX >> 20);
     EMIT(p, on_log, data, source ? source : "stdout");
     char *line = strndup(text, text[len - 1] == '\n' ? len - 1 : len);
     if (line) {
@@ -259,7 +265,11 @@ static json_t *metrics_with_time(const prediction *p) {
     return m;
 }
 
-static json_t *logs_json(const prediction *p) { return json_stringn(p->logs.data ? p->logs.data : "", p->logs.len); }
+static json_t *logs_json(const prediction *p) {
+    size_t len;
+    char *text = pred_logs_text(&p->logs, &len);
+    return text ? json_string_adopt(text, len) : json_string("");
+}
 
 json_t *prediction_state_json(const prediction *p, int with_input) {
     json_t *o = json_object();

@@ -6,11 +6,10 @@
 #define COGLET_PREDICTION_IMPL_H
 
 #include "common/buf.h"
+#include "core/logs.h"
 #include "core/outputs.h"
 #include "core/prediction.h"
 #include "core/trace.h"
-
-#define PRED_LOGS_MAX ((size_t)256 << 20)
 
 struct prediction {
     int refs;
@@ -25,7 +24,7 @@ struct prediction {
     json_t *outputs; /* array of outputs received so far */
     json_t *output;  /* final output at success (NULL before) */
     json_t *metrics; /* user metrics */
-    buf logs;
+    pred_logs logs; /* bounded: core/logs.h */
     char *error;
     const char *door;      /* the front door's label ("http", "queue"), static */
     double created;        /* monotonic, at creation */
