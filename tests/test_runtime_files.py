@@ -310,9 +310,10 @@ class no_new_temp_files:
 def pred_dir_files(pred_id):
     """Files left under /tmp/coglet/predictions/{id} (inputs/ and outputs/)."""
     base = pathlib.Path("/tmp/coglet/predictions") / pred_id
-    if not base.exists():
+    try:
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+    except FileNotFoundError:  # gone, or being removed now that the prediction is over
         return []
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
 
 
 # ---------------------------------------------------------------------------------------
@@ -441,6 +442,18 @@ def test_named_file_object_output_is_data_url(srv):
     body = ok(srv, {"mode": "bytesio_out", "names": ["pic.png"], "text": "not really a png"})
     assert body["output"] == data_url(b"not really a png", "image/png")
     assert pred_dir_files(body["id"]) == []
+
+
+@pytest.mark.parametrize("mode,text", [("bytesio_out", "a file object"), ("echo", "s" * (7 << 20))])
+def test_prediction_directory_removed_at_the_end(srv, mode, text):
+    """A file object written as an output, or a spilled input, makes the prediction's
+    directory; it is removed (off the loop) once the prediction is over."""
+    body = ok(srv, {"mode": mode, "names": ["out.txt"], "text": text})
+    base = pathlib.Path("/tmp/coglet/predictions") / body["id"]
+    deadline = time.time() + 10 * SLOW
+    while base.exists():
+        assert time.time() < deadline, "left behind: %r" % sorted(map(str, base.rglob("*")))
+        time.sleep(0.02)
 
 
 def test_list_of_files_and_values(srv):

@@ -208,6 +208,7 @@ static void spill_input(prediction *p, slot *s, json_t *msg, const char *outdir,
     job->msg = msg;
     job->len = input->len;
     job->text = buf_steal(input);
+    p->made_dir = 1;
     prediction_ref(p);
     if (uv_queue_work(p->core->loop, &job->work, spill_write, spill_done) != 0) {
         free(job->text);
@@ -277,6 +278,46 @@ void dispatch_prediction(prediction *p) {
     buf_free(&in);
 }
 
+/* ---- the prediction's directory ---- */
+
+typedef struct dir_job {
+    uv_work_t work;
+    char path[1200];
+} dir_job;
+
+/* .../{id}/outputs, .../{id}/inputs, .../{id}: each only if empty (rmdir refuses otherwise). */
+static void dir_remove(uv_work_t *req) {
+    dir_job *job = container_of(req, dir_job, work);
+    char *slash = strrchr(job->path, '/');
+    rmdir(job->path);
+    if (!slash)
+        return;
+    memcpy(slash + 1, "inputs", sizeof "inputs"); /* shorter than "outputs" */
+    rmdir(job->path);
+    *slash = '\0';
+    rmdir(job->path);
+}
+
+static void dir_removed(uv_work_t *req, int status) {
+    (void)status;
+    free(container_of(req, dir_job, work));
+}
+
+/* Without this, every prediction that wrote a file leaves two empty directories behind, for
+ * ever. Skipped while a read of one of its files is still on the thread pool (an aborted
+ * one), or while another prediction with the same id is in flight: they share it. */
+void dispatch_remove_dir(prediction *p) {
+    core *c = p->core;
+    if (!p->made_dir || p->ops || core_find(c, p->id))
+        return;
+    dir_job *job = malloc(sizeof *job);
+    if (!job)
+        return;
+    prediction_output_dir(c, p->id, job->path, sizeof job->path);
+    if (uv_queue_work(c->loop, &job->work, dir_remove, dir_removed) != 0)
+        free(job);
+}
+
 /* ---- what comes back on the slot ---- */
 
 /* The worker is done with p (or gone): the slot is freed first, then p ends. */
@@ -327,6 +368,7 @@ void dispatch_on_slot_message(core *c, slot *s, json_t *msg) {
         json_t *out = json_object_get(msg, "output");
         prediction_append_output(p, out ? out : json_null());
     } else if (!strcmp(type, "file_output")) {
+        p->made_dir = 1; /* the worker may have written into the prediction's directory */
         outputs_on_file(c, p, msg);
     } else if (!strcmp(type, "metric")) {
         prediction_add_metric(p, json_string_value(json_object_get(msg, "mode")),

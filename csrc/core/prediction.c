@@ -429,6 +429,7 @@ void prediction_finish(prediction *p, pred_status status, const char *error) {
         trace_span_error(p->span, p->error);
     trace_span_end(p->span);
     p->span = NULL;
+    dispatch_remove_dir(p);
     prediction_unref(p);
     core_shutdown_check(c);
 }

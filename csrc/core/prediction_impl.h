@@ -47,6 +47,7 @@ struct prediction {
     unsigned long long seq;
     int started_dispatch;
     int done_pending;   /* the worker said done; waiting for file outputs */
+    int made_dir;       /* its directory may exist: removed at the end (dispatch_remove_dir) */
     char *output_error; /* an output that could not be produced: fails the prediction */
     /* outputs.c: file outputs being read or uploaded */
     output_op *ops;
@@ -98,6 +99,8 @@ void dispatch_abandon(prediction *p);
 /* The slot's messages and failures (the orchestrator's callbacks go through here). */
 void dispatch_on_slot_message(core *c, slot *s, json_t *msg);
 void dispatch_on_slot_failed(core *c, slot *s, const char *error);
+/* Removes the prediction's directory, if it made one and it is empty, off the loop. */
+void dispatch_remove_dir(prediction *p);
 /* /tmp/coglet/predictions/{id}/outputs (under cfg.output_dir_base), the id made safe. */
 void prediction_output_dir(const core *c, const char *id, char *out, size_t outlen);
 
