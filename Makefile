@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 TEST_DEPS = pytest pytest-timeout requests jsonschema setuptools wheel structlog pyyaml typing_extensions prometheus-client opentelemetry-proto
 COG_SDK = cog==0.23.1
 
-.PHONY: all deps venv build serve test test-asan test-c fuzz bench clean format
+.PHONY: all deps venv build serve test test-asan test-c fuzz bench soak clean format
 
 all: build
 
@@ -61,6 +61,12 @@ fuzz:
 bench: build
 	@scripts/install-deps.sh bench
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
+
+# 20,000 predictions against real servers; memory, descriptors and temp files must stay
+# flat (docs/operations.md, "Soak"). About a minute here, never more than 10; not part of CI.
+# SOAK_ARGS="--predictions 2000" for a short run.
+soak: build
+	$(VENV)/bin/python scripts/soak.py $(SOAK_ARGS)
 
 format:
 	clang-format -i $$(git ls-files 'csrc/*.c' 'csrc/*.h' 'tests/c/*.c')
