@@ -1,9 +1,12 @@
 """Nothing lost (docs/operations.md#failure-modes): 200 async predictions with webhooks, some
 succeeding, some failing, some canceled, while the webhook target is down (connections
 refused), then up but failing (503), then back: every prediction gets exactly one terminal
-webhook that the target accepted, with its outcome, and none after it."""
+webhook that the target accepted, with its outcome, and none after it. And a target that
+answers nothing holds a bounded number of a prediction's webhooks, the terminal one last."""
 
+import http.server
 import json
+import threading
 import time
 
 import requests
@@ -108,3 +111,94 @@ def test_every_prediction_gets_exactly_one_terminal_webhook(make_server):
         last = max(k for k, h in enumerate(hits) if h.body["id"] == pid)
         assert hits[last] is mine[0], pid
     assert not [m for m in srv.messages() if m.startswith("giving up on terminal webhook")]
+
+
+# ---- a slow target ----
+
+GENERATOR = """
+from typing import Iterator
+
+
+class Predictor:
+    def predict(self, n: int) -> Iterator[str]:
+        for i in range(n):
+            yield "item %d" % i
+"""
+
+
+class HoldingTarget:
+    """A webhook target that holds every request until `release` is set, counting how many
+    it holds at once."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.held = self.most_held = 0
+        self.bodies = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                with owner.lock:
+                    owner.bodies.append(body)
+                    owner.held += 1
+                    owner.most_held = max(owner.most_held, owner.held)
+                owner.release.wait(60)
+                with owner.lock:
+                    owner.held -= 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 1024  # every request the server makes is accepted and held
+
+        self.srv = Server(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.bodies)
+
+    def close(self):
+        self.release.set()
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_a_slow_target_holds_at_most_eight_event_webhooks_per_prediction(make_server):
+    """500 outputs, each an `output` webhook carrying every output so far, to a target that
+    answers none of them: at most 8 are in flight; the newest state waits for a free one
+    (replacing older waiting ones), and the terminal webhook, with all 500, still arrives."""
+    target = HoldingTarget()
+    try:
+        srv = make_server(GENERATOR)
+        r = srv.post("/predictions", {"id": "many", "input": {"n": 500}, "webhook": target.url})
+        assert r.json()["status"] == "succeeded" and len(r.json()["output"]) == 500
+        deadline = time.time() + 30 * SLOW
+        while not any(b["status"] == "succeeded" for b in target.snapshot()):  # the terminal one
+            assert time.time() < deadline, "no terminal webhook sent"
+            time.sleep(0.05)
+        held = target.snapshot()
+        assert target.most_held <= 8 + 1, target.most_held  # 8 events and the terminal one
+        assert len([b for b in held if b["status"] == "processing"]) <= 8, len(held)
+        target.release.set()
+        deadline = time.time() + 30 * SLOW
+        while target.held:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        bodies = target.snapshot()
+        terminal = [b for b in bodies if b["status"] == "succeeded"]
+        assert len(terminal) == 1 and terminal[0]["output"] == ["item %d" % i for i in range(500)]
+        # nothing was freed before the terminal state existed, and it replaced the waiting one
+        assert len(bodies) <= 8 + 1, len(bodies)
+    finally:
+        target.close()

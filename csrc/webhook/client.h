@@ -52,7 +52,7 @@ typedef struct client_request_opts {
 int http_client_init(http_client *client, uv_loop_t *loop);
 /* NULL when the request could not even be set up (then cb is never called). */
 client_request *http_client_start(http_client *client, const client_request_opts *opts, client_done_cb cb, void *ctx);
-/* Stops a request; its callback is not called. */
+/* Stops a request; its callback is not called (its `release`, when it has one, is). */
 void http_client_abort(http_client *client, client_request *req);
 /* Aborts what is left and closes; on_closed when every handle is gone. */
 void http_client_close(http_client *client, void (*on_closed)(http_client *client));

@@ -15,6 +15,21 @@
 
 #define TARGET "coglet::webhook"
 #define MAX_HEADERS 8
+/* Non-terminal requests of one webhook in flight at once. Each carries the whole state (every
+ * output so far): against a target that answers slowly, one per output would pile up without
+ * bound. Past it the newest state waits, replacing an older waiting one, which it contains. */
+#define EVENTS_IN_FLIGHT_MAX 8
+
+typedef struct event_send event_send;
+
+/* What a webhook's non-terminal sends share with it. They are not aborted when it ends (they
+ * may arrive after the terminal one), so this is counted. */
+typedef struct event_gate {
+    int refs; /* the webhook's, and one per send in flight */
+    int in_flight;
+    webhook *wh;         /* NULL once the webhook is freed */
+    event_send *waiting; /* the newest send that found every request busy */
+} event_gate;
 
 struct webhook {
     http_client *client;
@@ -30,6 +45,7 @@ struct webhook {
     uv_timer_t retry_timer;
     int timer_open;
     client_request *inflight;
+    event_gate *gate;
     int pending;
     int delivered;
     void (*done)(void *ctx, webhook *wh);
@@ -96,6 +112,11 @@ webhook *webhook_new(http_client *client, const webhook_settings *settings, cons
     wh->url = strdup(url);
     wh->events = events;
     wh->last_sent = now_monotonic() - 10.0;
+    wh->gate = calloc(1, sizeof *wh->gate);
+    if (wh->gate) {
+        wh->gate->refs = 1;
+        wh->gate->wh = wh;
+    }
     int n = 0;
     wh->headers[n++] = strdup("Content-Type: application/json");
     wh->headers[n++] = header("User-Agent", coglet_build.user_agent);
@@ -115,7 +136,7 @@ webhook *webhook_new(http_client *client, const webhook_settings *settings, cons
     if (tracestate)
         wh->headers[n++] = header("tracestate", tracestate);
     wh->headers[n] = NULL;
-    if (!wh->url) {
+    if (!wh->url || !wh->gate) {
         webhook_free(wh);
         return NULL;
     }
@@ -147,45 +168,75 @@ static const char *event_name(unsigned event) {
     return event == WEBHOOK_START ? "start" : event == WEBHOOK_OUTPUT ? "output" : "logs";
 }
 
-/* One non-terminal send in flight: outlives the webhook (nothing waits for it). */
-typedef struct event_send {
+/* One non-terminal send, in flight or waiting for a free request. */
+struct event_send {
     const char *event;
     webhook_sent_cb sent;
     void *ctx;
-} event_send;
+    event_gate *gate;
+    char *body; /* while it waits */
+};
+
+static void gate_unref(event_gate *g) {
+    if (--g->refs == 0)
+        free(g);
+}
+
+/* sent: 1 delivered, 0 not, -1 aborted (or replaced by a newer state before it went out). */
+static void send_done(event_send *es, int outcome) {
+    if (es->sent)
+        es->sent(es->ctx, outcome);
+    free(es->body);
+    free(es);
+}
+
+/* A newer state, or the terminal one, has everything the waiting one had. */
+static void drop_waiting(event_gate *g) {
+    event_send *w = g->waiting;
+    g->waiting = NULL;
+    if (w)
+        send_done(w, -1);
+}
+
+static void start_send(webhook *wh, event_send *es);
 
 static void on_event_sent(void *ctx, const client_result *res) {
     event_send *es = ctx;
+    event_gate *g = es->gate;
     int ok = delivered(res);
     stats_inc(STAT_WEBHOOK_ATTEMPTS, es->event, ok ? "delivered" : "failed");
     if (res->code != CURLE_OK)
         log_debug(TARGET, "webhook event not delivered: %s", res->error);
-    if (es->sent)
-        es->sent(es->ctx, ok);
-    free(es);
+    send_done(es, ok);
+    g->in_flight--;
+    if (g->wh && g->waiting) {
+        event_send *next = g->waiting;
+        g->waiting = NULL;
+        start_send(g->wh, next);
+    }
+    gate_unref(g);
 }
 
 static void on_event_aborted(void *ctx) {
     event_send *es = ctx;
-    if (es->sent)
-        es->sent(es->ctx, -1);
-    free(es);
+    event_gate *g = es->gate;
+    send_done(es, -1);
+    g->in_flight--;
+    gate_unref(g);
 }
 
-int webhook_event(webhook *wh, unsigned event, const json_t *state, webhook_sent_cb sent, void *ctx) {
-    if (!(wh->events & event))
-        return 0;
-    double now = now_monotonic();
-    if ((event == WEBHOOK_START || event == WEBHOOK_LOGS) && now - wh->last_sent < wh->settings.throttle_s)
-        return 0; /* dropped, not delayed */
-    event_send *es = malloc(sizeof *es);
-    char *body = es ? json_out_string(state, JSON_OUT_SORTED) : NULL;
-    if (!body) {
-        free(es);
-        return 0;
+/* Sends es now, or keeps it waiting while every request is busy. */
+static void start_send(webhook *wh, event_send *es) {
+    event_gate *g = wh->gate;
+    if (g->in_flight >= EVENTS_IN_FLIGHT_MAX) {
+        drop_waiting(g);
+        g->waiting = es;
+        return;
     }
-    *es = (event_send){.event = event_name(event), .sent = sent, .ctx = ctx};
-    wh->last_sent = now;
+    g->in_flight++;
+    g->refs++;
+    char *body = es->body;
+    es->body = NULL;
     client_request_opts opts = {
         .method = "POST",
         .url = wh->url,
@@ -200,6 +251,23 @@ int webhook_event(webhook *wh, unsigned event, const json_t *state, webhook_sent
         on_event_sent(es, &res);
     }
     free(body);
+}
+
+int webhook_event(webhook *wh, unsigned event, const json_t *state, webhook_sent_cb sent, void *ctx) {
+    if (!(wh->events & event))
+        return 0;
+    double now = now_monotonic();
+    if ((event == WEBHOOK_START || event == WEBHOOK_LOGS) && now - wh->last_sent < wh->settings.throttle_s)
+        return 0; /* dropped, not delayed */
+    event_send *es = malloc(sizeof *es);
+    char *body = es ? json_out_string(state, JSON_OUT_SORTED) : NULL;
+    if (!body) {
+        free(es);
+        return 0;
+    }
+    *es = (event_send){.event = event_name(event), .sent = sent, .ctx = ctx, .gate = wh->gate, .body = body};
+    wh->last_sent = now;
+    start_send(wh, es);
     return 1;
 }
 
@@ -261,6 +329,7 @@ static void attempt_terminal(webhook *wh) {
 void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx, webhook *wh), void *ctx) {
     wh->done = done;
     wh->done_ctx = ctx;
+    drop_waiting(wh->gate); /* the terminal state has everything it had */
     if (!(wh->events & WEBHOOK_COMPLETED)) {
         finish(wh);
         return;
@@ -304,6 +373,11 @@ void webhook_free(webhook *wh) {
     if (wh->inflight) {
         http_client_abort(wh->client, wh->inflight);
         wh->inflight = NULL;
+    }
+    if (wh->gate) {
+        drop_waiting(wh->gate);
+        wh->gate->wh = NULL;
+        gate_unref(wh->gate);
     }
     free(wh->url);
     free(wh->body);

@@ -1,5 +1,6 @@
 /* webhook/webhook.h: one prediction's webhooks (docs/http-api.md#webhooks): events start/output/logs
- * (fire-and-forget, start and logs throttled) and the terminal `completed`, retried. */
+ * (fire-and-forget, start and logs throttled, at most 8 in flight) and the terminal
+ * `completed`, retried. */
 #ifndef COGLET_WEBHOOK_H
 #define COGLET_WEBHOOK_H
 
