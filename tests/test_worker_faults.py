@@ -295,6 +295,16 @@ def test_garbage_on_the_control_channel_ends_the_worker(make_server):
     srv.wait_log("Worker process exited with code 0")
 
 
+def test_the_control_socket_closed_by_the_worker(make_server):
+    """The worker's control loop sees its channel end and the worker exits (it never runs
+    without one): the prediction fails naming the exit."""
+    srv = make_server(FAULTY)
+    r = srv.predict({"fault": "close", "fd": CONTROL_FD, "wait": 60})
+    body = failed_with(r, "Worker crashed: exited with code 0")
+    assert body["error"] == "Worker crashed: exited with code 0"
+    assert_defunct(srv)
+
+
 # ---- the worker killed, at every phase ----
 
 KILL_BEFORE_HANDSHAKE = """
