@@ -544,15 +544,19 @@ def test_a_hundred_thousand_lines_keep_the_first_and_last_of_the_logs(make_serve
 
 
 def test_two_hundred_mib_without_a_newline(make_server):
-    """The worker cuts the line at 4 MiB (docs/logging.md); the parent holds one 4 MiB line."""
+    """The worker cuts the line at 4 MiB (docs/worker-protocol.md#log-routing) and holds no
+    more of it than that; the parent holds one 4 MiB line."""
     srv = make_server(FAULTY)
     peak = PeakRss(srv.proc.pid)
+    worker_peak = PeakRss(the_worker(srv))
     r = srv.predict({"fault": "no_newline", "n": 200}, timeout=300 * SLOW)
     grown = peak.stop()
+    worker_grown = worker_peak.stop()
     body = r.json()
     assert body["status"] == "succeeded", body["status"]
     logs = body["logs"]
     assert logs.endswith("[**** LOG LINE TRUNCATED AT 4 MiB ****]"), logs[-100:]
     assert len(logs.encode()) == 4 << 20
     assert grown < GROWTH_MIB, "the parent grew by %d MiB" % grown
+    assert worker_grown < GROWTH_MIB, "the worker grew by %d MiB" % worker_grown
     assert srv.predict({}).json()["output"] == "survived none"

@@ -18,6 +18,9 @@ typedef struct sdk_hooks {
     /* One emission of a _SlotLogWriter: complete lines, or what emit_data() was given. source
      * is "stdout" or "stderr". May release the GIL. */
     void (*route_log)(void *ctx, const char *source, const char *data, size_t len);
+    /* route_log keeps at most this many bytes of an emission (0: all): a writer holding a
+     * line with no newline yet keeps only one byte more of it, not the whole line. */
+    size_t emission_max;
 } sdk_hooks;
 
 /* A new coglet._sdk module (multi-phase init from its own PyModuleDef, state in module state). */

@@ -50,6 +50,12 @@ typedef struct {
 } slot_log_writer;
 
 static int pending_append(slot_log_writer *self, const char *data, size_t len) {
+    /* A line longer than the hook keeps is cut there anyway: the rest of it is not held (a
+     * predictor printing 200 MiB without a newline would make the worker hold it all). */
+    sdk_state *st = sdk_state_of((PyObject *)self);
+    size_t keep = st->hooks && st->hooks->emission_max ? st->hooks->emission_max + 1 : 0;
+    if (keep && self->pending_len + len > keep)
+        len = keep > self->pending_len ? keep - self->pending_len : 0;
     if (len == 0)
         return 0;
     if (len > self->pending_cap - self->pending_len) {

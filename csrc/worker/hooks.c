@@ -92,6 +92,7 @@ static int send_metric(void *ctx, void *slot, const char *name, json_t *value, c
 static const sdk_hooks worker_hooks = {
     .send_metric = send_metric,
     .route_log = route_log,
+    .emission_max = LOG_LINE_MAX,
 };
 
 void hooks_register(worker *w) { sdk_set_hooks(w->sdk, &worker_hooks, w); }
