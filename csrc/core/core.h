@@ -171,6 +171,8 @@ const validator *core_validator(const core *c, int is_training);
 const char *core_health_name(const core *c);
 /* The worker died after setup, or lives on with every slot out of service: creates get 503. */
 int core_defunct(const core *c);
+/* Why the worker, alive, cannot run anything now (it is stopped); NULL when it can. */
+const char *core_worker_unresponsive(const core *c);
 /* The /health-check body: status, setup, version, user_healthcheck_error. New ref. */
 json_t *core_health_json(const core *c);
 /* Queues w for the user's healthcheck (0), or UV_ENOTSUP when none should run now: then the

@@ -18,8 +18,7 @@ int core_defunct(const core *c) {
     return c->health == HEALTH_DEFUNCT || (c->health == HEALTH_READY && orchestrator_usable_slots(&c->orch) == 0);
 }
 
-/* Why the worker cannot answer now, though it is alive; NULL when it can. */
-static const char *worker_unresponsive(const core *c) {
+const char *core_worker_unresponsive(const core *c) {
     if (c->health == HEALTH_READY && orchestrator_worker_stopped(&c->orch))
         return "Worker process is stopped (SIGSTOP, SIGTSTP or a debugger): nothing runs until it is continued";
     return NULL;
@@ -28,7 +27,7 @@ static const char *worker_unresponsive(const core *c) {
 const char *core_health_name(const core *c) {
     if (core_defunct(c))
         return "DEFUNCT"; /* a user healthcheck result from before the crash means nothing now */
-    if (c->user_healthcheck_error || worker_unresponsive(c))
+    if (c->user_healthcheck_error || core_worker_unresponsive(c))
         return "UNHEALTHY";
     switch (c->health) {
     case HEALTH_UNKNOWN: return "UNKNOWN";
@@ -68,7 +67,7 @@ json_t *core_health_json(const core *c) {
     if (c->cfg.python_version)
         json_object_set_new(v, "python", json_string(c->cfg.python_version));
     json_object_set_new(o, "version", v);
-    const char *why = worker_unresponsive(c);
+    const char *why = core_worker_unresponsive(c);
     if (why && !core_defunct(c))
         json_object_set_new(o, "user_healthcheck_error", json_string(why));
     else if (c->user_healthcheck_error)
@@ -138,7 +137,7 @@ void health_fail_waiters(core *c, const char *error) {
 
 int core_health_wait(core *c, health_waiter *w) {
     if (c->health != HEALTH_READY || !c->user_healthcheck || core_shutting_down(c) || core_defunct(c) ||
-        worker_unresponsive(c))
+        core_worker_unresponsive(c))
         return UV_ENOTSUP; /* the answer is known now: a stopped worker would only time out */
     w->core = c;
     uv_timer_init(c->loop, &w->timer);

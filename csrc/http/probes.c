@@ -31,6 +31,12 @@ static const char *not_ready_reason(const core *c, const char **detail) {
     case HEALTH_DEFUNCT: *detail = "the worker crashed"; return "defunct";
     case HEALTH_READY: break;
     }
+    if (core_defunct(c)) {
+        *detail = "every slot is out of service";
+        return "defunct";
+    }
+    if ((*detail = core_worker_unresponsive(c)) != NULL)
+        return "stopped";
     if (!core_has_room(c)) {
         *detail = "every slot and the wait queue are full";
         return "busy";
