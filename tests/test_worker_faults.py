@@ -94,7 +94,9 @@ class Predictor:
         print("running %s" % fault, flush=True)
         if fault != "none":
             FAULTS[fault](fd)
-        time.sleep(wait)
+        end = time.time() + wait
+        while time.time() < end:  # short sleeps: a cancel lands between two
+            time.sleep(0.01)
         return "survived %s" % fault
 """
 
@@ -218,6 +220,8 @@ def assert_defunct(srv, inp=None):
     health = srv.wait_status("DEFUNCT")
     r = srv.predict(inp or {})
     assert r.status_code == 503, r.text
+    ready = srv.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["reason"] == "defunct", ready.text
     assert srv.get("/").status_code == 200  # the parent keeps answering
     assert srv.proc.poll() is None
     return health
@@ -436,10 +440,14 @@ def test_a_stopped_worker_makes_health_unhealthy_until_it_continues(make_server)
     try:
         health = srv.wait_status("UNHEALTHY")
         assert health["user_healthcheck_error"] == STOPPED, health
+        ready = srv.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["reason"] == "stopped", ready.text
+        assert ready.json()["detail"] == STOPPED
     finally:
         os.kill(pid, signal.SIGCONT)
     assert srv.wait_status("READY")["status"] == "READY"
     assert "user_healthcheck_error" not in srv.health()
+    assert srv.get("/readyz").status_code == 200
     assert srv.predict({}).json()["output"] == "survived none"
 
 
@@ -461,7 +469,9 @@ def test_a_stopped_worker_is_reported_without_waiting_for_its_healthcheck(make_s
 
 def test_a_worker_that_stops_itself_mid_prediction(make_server):
     srv = make_server(FAULTY)
-    t, result = predict_in_thread(srv, {"fault": "stop"})
+    # the stop lands a moment after the kill() returns (another thread of the worker takes the
+    # signal): the predictor goes on for a second, stopped meanwhile
+    t, result = predict_in_thread(srv, {"fault": "stop", "wait": 1})
     health = srv.wait_status("UNHEALTHY")
     assert health["user_healthcheck_error"] == STOPPED, health
     assert t.is_alive()
@@ -476,13 +486,15 @@ def test_a_worker_that_stops_itself_mid_prediction(make_server):
 def test_cancels_to_a_worker_that_does_not_read_are_bounded(make_server):
     """A stopped worker reads nothing: the parent queues a cancel for each POST .../cancel
     until 1 MiB waits unsent, then fails the prediction with a clear error instead of
-    growing. The slot, which may still run it, is out of service."""
+    growing. Its slot, which may still run it, waits out of service for the worker to finish
+    it: once the worker continues, it does, and the slot serves again."""
     srv = make_server(FAULTY)
     pid = the_worker(srv)
     t, result = in_thread(requests.post, srv.url + "/predictions",
                           json={"id": "stuck", "input": {"fault": "none", "wait": 60}}, timeout=120 * SLOW)
     srv.wait_log("running none")
     os.kill(pid, signal.SIGSTOP)
+    continued = False
     try:
         peak = PeakRss(srv.proc.pid)
         cancel = raw_request("POST", "/predictions/stuck/cancel")
@@ -510,9 +522,18 @@ def test_cancels_to_a_worker_that_does_not_read_are_bounded(make_server):
         assert (1 << 20) - 200 <= unsent <= 1 << 20, unsent
         assert grown < GROWTH_MIB, "the parent grew by %d MiB" % grown
         srv.wait_log("Cancel not delivered")
-        assert srv.health()["status"] == "DEFUNCT"
-    finally:
+        health = srv.health()
+        assert health["status"] == "UNHEALTHY" and health["user_healthcheck_error"] == STOPPED, health
+        assert srv.predict({}).status_code == 409  # the slot waits for the worker
         os.kill(pid, signal.SIGCONT)
+        continued = True
+        # the worker reads the cancels, the prediction ends there, and the slot comes back
+        srv.wait_log("slot 0 is free again")
+        assert srv.wait_status("READY")["status"] == "READY"
+        assert srv.predict({}).json()["output"] == "survived none"
+    finally:
+        if not continued:
+            os.kill(pid, signal.SIGCONT)
 
 
 # ---- a predictor that prints without end ----
