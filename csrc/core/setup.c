@@ -118,6 +118,7 @@ static void on_ready(void *app, json_t *schema, json_t *ready) {
         if (req && uv_queue_work(c->loop, req, write_k8s_ready, k8s_done) != 0)
             free(req);
     }
+    core_notify_doors(c);
 }
 
 void core_setup_failed(core *c, const char *error) {
@@ -136,6 +137,7 @@ void core_setup_failed(core *c, const char *error) {
     log_error(TARGET, "Setup failed: %s", error);
     c->setup_status = "failed";
     c->setup_completed_ns = now_realtime_ns();
+    core_notify_doors(c);
 }
 
 static void on_setup_failed(void *app, const char *error) { core_setup_failed(app, error); }
@@ -153,6 +155,7 @@ static void on_worker_gone(void *app, const char *error) {
     health_fail_waiters(c, NULL);
     for (int i = 0; c->orch.slots && i < c->cfg.max_concurrency; i++)
         dispatch_on_slot_failed(c, &c->orch.slots[i], error);
+    core_notify_doors(c);
     core_shutdown_check(c);
 }
 
