@@ -33,6 +33,8 @@ void dispatch_unlink(prediction *p, slot_fate fate) {
     else
         orchestrator_release_slot(&c->orch, s);
     prediction_unref(p); /* the slot's */
+    if (fate == SLOT_RELEASE)
+        core_notify_doors(c);
 }
 
 /* Nothing reached the worker (or it can never answer): the slot's fate, then p fails. */
@@ -246,6 +248,7 @@ void dispatch_prediction(prediction *p) {
     /* the dispatch number first: a cancel raised by the start events (an SSE client already
      * gone) must reach the worker, which holds it until the predict frame */
     p->seq = ++s->seq;
+    deadline_on_start(p);
     prediction_emit_start(p);
     if (p->slot != s)
         return; /* finished meanwhile */
@@ -328,6 +331,12 @@ void dispatch_on_slot_message(core *c, slot *s, json_t *msg) {
         on_done(p, msg);
     } else if (!strcmp(type, "failed")) {
         const char *err = json_string_value(json_object_get(msg, "error"));
+        const char *exc = json_string_value(json_object_get(msg, "message"));
+        const char *tb = json_string_value(json_object_get(msg, "traceback"));
+        if (exc && !p->exc_message)
+            p->exc_message = strdup(exc);
+        if (tb && !p->traceback)
+            p->traceback = strdup(tb);
         end_on_slot(p, PRED_FAILED, err ? err : "unknown error");
     } else if (!strcmp(type, "cancelled")) {
         end_on_slot(p, PRED_CANCELED, NULL);

@@ -20,6 +20,8 @@ const char *pred_status_name(pred_status s) {
 static int is_terminal(pred_status s) { return s >= PRED_SUCCEEDED; }
 
 const char *prediction_id(const prediction *p) { return p->id; }
+const char *prediction_exception_message(const prediction *p) { return p->exc_message; }
+const char *prediction_traceback(const prediction *p) { return p->traceback; }
 pred_status prediction_status(const prediction *p) { return p->status; }
 int prediction_is_terminal(const prediction *p) { return is_terminal(p->status); }
 int prediction_in_flight(const prediction *p) { return p->in_registry; }
@@ -131,6 +133,8 @@ void prediction_unref(prediction *p) {
     json_decref(p->metrics);
     buf_free(&p->logs);
     free(p->error);
+    free(p->exc_message);
+    free(p->traceback);
     free(p->output_error);
     free(p->input_raw);
     free(p);
@@ -336,6 +340,11 @@ void prediction_finish(prediction *p, pred_status status, const char *error) {
         return; /* a terminal status never changes */
     core *c = p->core;
     prediction_ref(p);
+    deadline_clear(p);
+    if (p->timed_out && status == PRED_CANCELED) {
+        status = PRED_FAILED; /* the cancel was the deadline's */
+        error = "Prediction timed out";
+    }
     p->status = status;
     p->predict_time_s = now_monotonic() - p->started;
     if (status == PRED_FAILED) {

@@ -58,10 +58,19 @@ void prediction_detach(prediction *p, sink *s);
 /* The first attached sink with these ops, or NULL. */
 sink *prediction_find_sink(const prediction *p, const sink_ops *ops);
 
+/* A time limit counted from the start (core/deadline.c): on expiry the worker is asked to
+ * cancel, and p ends `failed` with "Prediction timed out", keeping its outputs. Set it before
+ * prediction_start, or after: then it counts from now. seconds <= 0: none. */
+void prediction_set_deadline(prediction *p, double seconds);
+
 /* Asks the worker to stop it. 0, or UV_ENOENT when p is not in flight. */
 int prediction_cancel(prediction *p);
 
 const char *prediction_id(const prediction *p);
+/* When the predictor raised: str() of its exception and the formatted traceback (else NULL).
+ * `error` in the prediction object keeps its own form ("Prediction failed: ValueError: x"). */
+const char *prediction_exception_message(const prediction *p);
+const char *prediction_traceback(const prediction *p);
 pred_status prediction_status(const prediction *p);
 int prediction_is_terminal(const prediction *p);
 int prediction_in_flight(const prediction *p);

@@ -26,6 +26,7 @@ struct prediction {
     json_t *metrics; /* user metrics */
     buf logs;
     char *error;
+    char *exc_message, *traceback; /* the predictor's exception, when it raised one */
     double started;        /* monotonic, at creation */
     double predict_time_s; /* set at the terminal transition */
     int is_stream;
@@ -39,6 +40,10 @@ struct prediction {
     output_op *ops;
     int num_ops;
     sink *sinks;
+    /* deadline.c */
+    double deadline_s;
+    struct pred_deadline *deadline;
+    int timed_out;
     struct prediction *next; /* registry */
     int in_registry;
 };
@@ -58,6 +63,11 @@ size_t prediction_reserve_output(prediction *p);
 void prediction_place_output(prediction *p, size_t index, const json_t *value);
 /* Ends p once the worker said done and no file output is pending. */
 void prediction_maybe_done(prediction *p);
+
+/* deadline.c: the timer starts with the dispatch and stops at the terminal transition. */
+typedef struct pred_deadline pred_deadline;
+void deadline_on_start(prediction *p);
+void deadline_clear(prediction *p);
 
 /* dispatch.c */
 void dispatch_prediction(prediction *p);
