@@ -320,6 +320,35 @@ static json_t *json_from_py(worker *w, PyObject *o, int depth) {
     return j;
 }
 
+/* "".join(traceback.format_exception(type, value, tb)), or NULL. */
+static char *format_traceback(PyObject *type, PyObject *value, PyObject *tb) {
+    PyObject *mod = PyImport_ImportModule("traceback");
+    PyObject *lines = mod ? PyObject_CallMethod(mod, "format_exception", "OOO", type, value ? value : Py_None,
+                                                tb ? tb : Py_None)
+                          : NULL;
+    PyObject *empty = lines ? PyUnicode_FromString("") : NULL;
+    PyObject *text = empty ? PyUnicode_Join(empty, lines) : NULL;
+    const char *t = text ? PyUnicode_AsUTF8AndSize(text, NULL) : NULL;
+    char *out = t ? strdup(t) : NULL;
+    Py_XDECREF(text);
+    Py_XDECREF(empty);
+    Py_XDECREF(lines);
+    Py_XDECREF(mod);
+    PyErr_Clear();
+    return out;
+}
+
+/* The last exception's str() and traceback, for the failed frame: the queue door's responses
+ * carry them separately (docs/queue.md); NULL when none was formatted. Worker threads each
+ * keep their own. */
+static __thread char *last_exc_message, *last_exc_traceback;
+
+static void forget_last_exception(void) {
+    free(last_exc_message);
+    free(last_exc_traceback);
+    last_exc_message = last_exc_traceback = NULL;
+}
+
 /* "{type qualname}: {str(exc)}" of the pending exception, cleared. */
 static char *format_pyerr(void) {
     PyObject *type, *value, *tb;
@@ -327,6 +356,8 @@ static char *format_pyerr(void) {
     if (!type)
         return strdup("unknown error");
     PyErr_NormalizeException(&type, &value, &tb);
+    forget_last_exception();
+    last_exc_traceback = format_traceback(type, value, tb);
     buf out;
     buf_init(&out, 1 << 20);
     PyObject *qn = PyObject_GetAttrString(type, "__qualname__");
@@ -337,6 +368,7 @@ static char *format_pyerr(void) {
     const char *ss = str ? PyUnicode_AsUTF8AndSize(str, NULL) : NULL;
     PyErr_Clear();
     buf_printf(&out, ": %s", ss ? ss : "");
+    last_exc_message = strdup(ss ? ss : "");
     Py_XDECREF(qn);
     Py_XDECREF(str);
     Py_XDECREF(type);
@@ -653,6 +685,7 @@ static void run_prediction(worker *w, wslot *s, json_t *job) {
     PyObject *pid_token = NULL, *scope_token = NULL;
 
     unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(job, "seq"));
+    forget_last_exception();
     pthread_mutex_lock(&w->lock);
     free(s->current_id);
     s->current_id = strdup(id);
@@ -914,7 +947,8 @@ finish:
     if (cancelled)
         msg = json_pack("{s:s, s:s}", "type", "cancelled", "id", id);
     else if (rc.failed)
-        msg = json_pack("{s:s, s:s, s:s}", "type", "failed", "id", id, "error", rc.error ? rc.error : "");
+        msg = json_pack("{s:s, s:s, s:s, s:s*, s:s*}", "type", "failed", "id", id, "error", rc.error ? rc.error : "",
+                        "message", last_exc_message, "traceback", last_exc_traceback);
     else if (stream)
         msg = json_pack("{s:s, s:s, s:b}", "type", "done", "id", id, "is_stream", 1);
     else
