@@ -16,6 +16,7 @@
 #include "py/module.h"
 #include "core/core.h"
 #include "http/door.h"
+#include "queue/queue.h"
 
 #define TARGET "coglet::server"
 
@@ -23,6 +24,7 @@ typedef struct py_serve {
     uv_loop_t loop;
     core core;
     http_door door;
+    queue_door *queue; /* pull mode, when redis_url is given */
     uv_timer_t signal_timer;
     PyThreadState *saved_thread;
     int sigints;
@@ -198,14 +200,37 @@ static PyObject *set_sigterm(PyObject *handler) { return set_handler(SIGTERM, ha
 
 PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
     (void)module;
-    static char *kwlist[] = {"predictor_ref", "host", "port", "await_explicit_shutdown", "is_train",
-                             "output_temp_dir_base", "upload_url", NULL};
+    static char *kwlist[] = {"predictor_ref",  "host",         "port",        "await_explicit_shutdown",
+                             "is_train",       "output_temp_dir_base", "upload_url", "redis_url",
+                             "input_queue",    "consumer_id",  "report_setup_run_url", "predict_timeout",
+                             "max_failure_count", NULL};
     const char *ref = NULL, *host = "0.0.0.0", *upload_url = NULL;
-    int port = 5000, await_shutdown = 0, is_train = 0;
-    PyObject *output_temp_dir_base = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|zsippOz:serve", kwlist, &ref, &host, &port, &await_shutdown,
-                                     &is_train, &output_temp_dir_base, &upload_url))
+    int port = 5000, await_shutdown = 0, is_train = 0, max_failures = -1;
+    PyObject *output_temp_dir_base = NULL, *port_obj = NULL;
+    queue_config qcfg = {0};
+    double predict_timeout = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|zsOppOzzzzzdi:serve", kwlist, &ref, &host, &port_obj,
+                                     &await_shutdown, &is_train, &output_temp_dir_base, &upload_url, &qcfg.redis_url,
+                                     &qcfg.stream, &qcfg.consumer, &qcfg.report_setup_url, &predict_timeout,
+                                     &max_failures))
         return NULL;
+    /* pull mode opens the HTTP port only when one is given */
+    int http = !qcfg.redis_url || (port_obj && port_obj != Py_None);
+    if (port_obj && port_obj != Py_None) {
+        port = (int)PyLong_AsLong(port_obj);
+        if (port == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (qcfg.redis_url && (!qcfg.stream || !*qcfg.stream || !qcfg.consumer || !*qcfg.consumer)) {
+        PyErr_SetString(PyExc_ValueError, "redis_url needs input_queue and consumer_id");
+        return NULL;
+    }
+    if (!qcfg.redis_url && (qcfg.stream || qcfg.consumer || qcfg.report_setup_url)) {
+        PyErr_SetString(PyExc_ValueError, "input_queue, consumer_id and report_setup_run_url need redis_url");
+        return NULL;
+    }
+    qcfg.predict_timeout_s = predict_timeout > 0 ? predict_timeout : 0;
+    qcfg.max_failures = max_failures < 0 ? -1 : max_failures;
     const char *output_dir_base = NULL; /* given: prediction directories go under it */
     if (output_temp_dir_base && output_temp_dir_base != Py_None) {
         if (!PyUnicode_Check(output_temp_dir_base)) {
@@ -319,15 +344,23 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
     };
     ps->core.on_stopped = on_stopped;
     /* bound first: the "Starting coglet server on" line comes before the worker starts */
-    rc = http_door_start(&ps->door, &ps->core, &ps->loop, host, port, stream_history());
+    rc = http ? http_door_start(&ps->door, &ps->core, &ps->loop, host, port, stream_history()) : 0;
+    if (rc == 0 && qcfg.redis_url) {
+        queue_config_from_env(&qcfg);
+        ps->queue = queue_door_start(&ps->core, &ps->loop, &qcfg, &rc);
+    }
     if (rc == 0)
         rc = core_start(&ps->core, &ps->loop, &cfg);
     if (rc != 0) {
         uv_walk(&ps->loop, close_walk, NULL);
         uv_run(&ps->loop, UV_RUN_DEFAULT);
         uv_loop_close(&ps->loop);
+        queue_door_free(ps->queue);
         free(ps);
-        PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
+        if (rc == UV_EINVAL && qcfg.redis_url)
+            PyErr_Format(PyExc_ValueError, "invalid redis_url: %s", qcfg.redis_url);
+        else
+            PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
         free(log_capture_take());
         goto failed_early;
     }
@@ -340,6 +373,7 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
     uv_run(&ps->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ps->loop);
     PyEval_RestoreThread(ps->saved_thread);
+    queue_door_free(ps->queue);
     free(ps);
 
     if (prev_sigterm) {
