@@ -231,9 +231,10 @@ static void on_group(rconn *rc, redisReply *reply, void *ctx) {
     claim_more(qd);
 }
 
-/* XGROUP CREATE Q Q $ MKSTREAM, as the platform would; after the group was lost (a Redis
- * restart without persistence) from 0 instead: every entry in such a stream arrived after the
- * loss and is unacknowledged work, since acknowledged entries are deleted. */
+/* XGROUP CREATE Q Q $ MKSTREAM, as the platform would. Once the reader has been connected
+ * before (a reconnect), or the group was found gone, from 0 instead: a group missing then was
+ * lost with Redis (a restart without persistence), and every entry in such a stream arrived
+ * after the loss and is unacknowledged work, since acknowledged entries are deleted. */
 static void create_group(queue_door *qd) {
     if (qd->group_creating)
         return;
@@ -247,6 +248,8 @@ void claim_on_reader_up(queue_door *qd) {
     qd->pel_done = 0;
     snprintf(qd->pel_cursor, sizeof qd->pel_cursor, "0");
     snprintf(qd->autoclaim_cursor, sizeof qd->autoclaim_cursor, "0-0");
+    if (qd->reader_epoch++ > 0)
+        qd->group_lost = 1;
     const char *argv[] = {"CLIENT", "ID"};
     rconn_commandv(&qd->reader, on_client_id, NULL, 2, argv);
     create_group(qd);

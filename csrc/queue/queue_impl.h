@@ -21,6 +21,7 @@
 #define POISON_MAX 1024 /* bad message ids remembered, so a reclaim does not log them again */
 
 typedef enum {
+    QM_NEW,       /* parsed, not admitted yet */
     QM_WAITING,   /* claimed, waiting for a slot */
     QM_CHECKING,  /* redelivered: asking Redis whether it already finished */
     QM_RUNNING,   /* its prediction runs */
