@@ -135,9 +135,12 @@ def test_response_sequence_echoes_the_message_and_adds_nothing_else(redis_srv, m
     msg = {"id": "p1", "input": {"n": 2}, "webhook": rx.url, "extra_key": {"kept": True}}
     redis_srv.add("q", msg)
     rx.wait_terminal("p1")
+    time.sleep(0.2)
     got = bodies(rx, "p1")
-    # each response is its own request: they may arrive in any order but the terminal one
-    final, rest = got[-1], got[:-1]
+    # each response is its own request: they may arrive in any order
+    final = [b for b in got if b["status"] != "processing"]
+    assert len(final) == 1
+    final, rest = final[0], [b for b in got if b["status"] == "processing"]
     start = [b for b in rest if b["logs"] == "" and b["output"] is None]
     assert len(start) == 1
     start = start[0]
