@@ -287,7 +287,7 @@ def test_invalid_input_only_a_completed_response(redis_srv, make_consumer, make_
     msg = {"id": "p1", "input": {"n": "many"}, "webhook": rx.url}
     redis_srv.add("q", msg)
     final = rx.wait_terminal("p1")
-    assert final == dict(msg, status="failed", logs="", error=final["error"])
+    assert final == dict(msg, status="failed", output=None, logs="", error=final["error"])
     assert "n" in final["error"] and "integer" in final["error"]
     redis_srv.add("q", {"id": "p2", "input": {"n": 2}, "webhook": rx.url})
     assert rx.wait_terminal("p2")["output"] == "hi xx"  # the worker carries on
@@ -429,7 +429,7 @@ class Predictor(BasePredictor):
     assert "about to fail" in body["logs"] and "no weights" in body["logs"]
     assert len(report.snapshot()) == 1
     assert redis_srv.pending("q") == 0 and redis_srv.client.xlen("q") == 1
-    assert not redis_srv.client.exists("q-setup-time")
+    assert len(redis_srv.client.xrange("q-setup-time")) == 1  # written on failure too, as the original
 
 
 def test_sigterm_finishes_and_acknowledges_what_runs(redis_srv, make_consumer, make_receiver, tmp_path):
@@ -468,3 +468,14 @@ class Predictor(BasePredictor):
     assert c.wait_log("Had 3 failures in a row")
     assert [rx.terminal(i)[0].body["status"] for i in ("a", "b", "ok", "f0", "f1", "f2")] == [
         "failed", "failed", "succeeded", "failed", "failed", "failed"]
+
+
+def test_traceparent_is_carried_into_the_webhooks(redis_srv, make_consumer, make_receiver):
+    rx = make_receiver()
+    make_consumer(redis_srv, "q", "c1", code=ECHO)
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    redis_srv.add("q", {"id": "p1", "input": {}, "webhook": rx.url, "traceparent": tp})
+    rx.wait_terminal("p1")
+    time.sleep(0.1)
+    assert {h.headers.get("traceparent") for h in rx.for_id("p1")} == {tp}
+    assert rx.terminal("p1")[0].body["traceparent"] == tp

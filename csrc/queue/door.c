@@ -97,21 +97,44 @@ static void on_pause_keys(rconn *rc, redisReply *reply, void *ctx) {
 
 /* ---- setup's end ---- */
 
+/* The setup-time entry is a delivery too: a consumer whose setup failed writes it before
+ * it exits (or gives up with the other deliveries when Redis stays away). */
 static void on_setup_time(rconn *rc, redisReply *reply, void *ctx) {
     (void)ctx;
     queue_door *qd = rc->owner;
-    if (reply && reply->type != REDIS_REPLY_ERROR)
-        qd->setup_time_pending = 0;
+    qd->setup_time_inflight = 0;
+    if (!reply || !qd->setup_time_pending)
+        return; /* again when the connection is back */
+    if (reply->type == REDIS_REPLY_ERROR)
+        log_warn(QUEUE_TARGET, "cannot write %s-setup-time: %s", qd->stream, reply->str);
+    qd->setup_time_pending = 0;
+    core_delivery_end(qd->core, &qd->setup_time_del);
 }
 
+static void abandon_setup_time(delivery *d) {
+    queue_door *qd = container_of(d, queue_door, setup_time_del);
+    qd->setup_time_pending = 0;
+}
+
+static const delivery_ops setup_time_delivery_ops = {.abandon = abandon_setup_time};
+
 static void send_setup_time(queue_door *qd) {
-    if (!qd->setup_time_pending || !rconn_up(&qd->cmd))
+    if (!qd->setup_time_pending || qd->setup_time_inflight || !rconn_up(&qd->cmd))
         return;
     char key[600], secs[32];
     snprintf(key, sizeof key, "%s-setup-time", qd->stream);
     snprintf(secs, sizeof secs, "%.6f", qd->setup_seconds);
     const char *argv[] = {"XADD", key, "MAXLEN", "~", "100", "*", "duration", secs};
-    rconn_commandv(&qd->cmd, on_setup_time, NULL, 8, argv);
+    qd->setup_time_inflight = rconn_commandv(&qd->cmd, on_setup_time, NULL, 8, argv) == 0;
+}
+
+static void setup_time(queue_door *qd) {
+    core *c = qd->core;
+    qd->setup_seconds = (double)(c->setup_completed_ns - c->setup_started_ns) / 1e9;
+    qd->setup_time_pending = 1;
+    qd->setup_time_del.ops = &setup_time_delivery_ops;
+    core_delivery_begin(c, &qd->setup_time_del);
+    send_setup_time(qd);
 }
 
 static void on_report_sent(void *ctx, webhook *wh) {
@@ -160,15 +183,14 @@ static void on_setup_over(queue_door *qd) {
                                       c->cfg.is_train ? "TrainingOutput" : "Output");
         const char *kind = json_string_value(json_object_get(out, "x-cog-array-type"));
         qd->iterator_output = kind && !strcmp(kind, "iterator");
-        qd->setup_seconds = (double)(c->setup_completed_ns - c->setup_started_ns) / 1e9;
-        qd->setup_time_pending = 1;
         report_setup(qd, "succeeded");
-        send_setup_time(qd);
+        setup_time(qd);
         log_event(LOG_INFO, QUEUE_TARGET, json_pack("{s:s, s:s}", "queue", qd->stream, "consumer", qd->consumer),
                   "claiming predictions from %s as %s", qd->stream, qd->consumer);
     } else if (c->health == HEALTH_SETUP_FAILED) {
         qd->setup_reported = 1;
         report_setup(qd, "failed");
+        setup_time(qd);
         log_error(QUEUE_TARGET, "setup failed: claiming nothing, exiting");
         qd->stopping = 1;
         core_begin_shutdown(c, NULL);

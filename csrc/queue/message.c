@@ -487,11 +487,13 @@ static const sink_ops qmsg_sink_ops = {
 
 /* ---- running ---- */
 
-/* Invalid input: only a completed response, with the field and the problem; no timestamps. */
+/* Invalid input: only a completed response, with the field and the problem; no timestamps
+ * (the original sets output and logs before it validates, so both are there). */
 static void invalid_input(qmsg *m, const char *error) {
     json_decref(m->resp);
     m->resp = json_deep_copy(m->msg);
     json_object_set_new(m->resp, "status", json_string("failed"));
+    json_object_set_new(m->resp, "output", json_null());
     json_object_set_new(m->resp, "error", json_string(error));
     json_object_set_new(m->resp, "logs", json_string(""));
     log_event(LOG_WARN, QUEUE_TARGET, json_pack("{s:s, s:s}", "message_id", m->entry_id, "error", error),

@@ -79,7 +79,8 @@ struct queue_door {
     char pel_cursor[48];
     char autoclaim_cursor[48];
     uint64_t next_reclaim_ms;
-    int setup_ok, setup_reported, setup_time_pending;
+    int setup_ok, setup_reported, setup_time_pending, setup_time_inflight;
+    delivery setup_time_del;
     double setup_seconds;
     int paused, stopping;
     int iterator_output;        /* Output is an iterator: outputs go out as they come */
