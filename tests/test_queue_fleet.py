@@ -133,7 +133,7 @@ def test_redis_down_at_start_then_up(make_consumer, make_receiver, tmp_path):
         time.sleep(0.3)
         srv.port = port
         srv.start()
-        c.wait_log("reader connection to .* up", timeout=40)
+        c.wait_log("created consumer group q", timeout=40)  # at $: what came before is not ours
         srv.add("q", {"id": "p1", "input": {}, "webhook": rx.url})
         assert rx.wait_terminal("p1", timeout=20)["status"] == "succeeded"
     finally:
@@ -191,9 +191,13 @@ def test_http_and_queue_share_the_slots(redis_srv, make_consumer, make_receiver,
     gate = tmp_path / "gate"
     c = make_consumer(redis_srv, "q", "c1", code=GATED, args=("--port", "0", "--host", "127.0.0.1"))
     url = "http://127.0.0.1:%d" % int(PORT_RE.search(c.wait_log(PORT_RE.pattern)).group(1))
+    blocked = lambda: redis_srv.client.info("clients")["blocked_clients"]  # noqa: E731
+    wait_until(lambda: blocked() == 1, what="the consumer waiting on the stream")
     r = requests.post(url + "/predictions", json={"input": {"gate": str(gate)}},
                       headers={"Prefer": "respond-async"}, timeout=10)
     assert r.status_code == 202
+    # the consumer's blocked read is released once HTTP holds the only slot
+    wait_until(lambda: blocked() == 0, what="the read released")
     redis_srv.add("q", {"id": "p1", "input": {}, "webhook": rx.url})
     time.sleep(0.5)
     assert redis_srv.pending("q") == 0 and rx.snapshot() == []  # the one slot is HTTP's

@@ -95,6 +95,7 @@ prediction *prediction_create(core *c, prediction_request *req, admit_result *wh
     p->slot = s;
     s->prediction = p;
     prediction_ref(p); /* the slot's */
+    core_notify_doors(c); /* one slot fewer for the other doors */
     return p;
 }
 

@@ -135,13 +135,15 @@ static int claim_error(queue_door *qd, const redisReply *reply) {
 static void on_claimed(rconn *rc, redisReply *reply, void *ctx) {
     queue_door *qd = rc->owner;
     claim_kind kind = (claim_kind)(intptr_t)ctx;
-    qd->reading = qd->reading_blocked = 0;
-    if (!reply)
-        return; /* the connection went; claim_on_reader_up starts over */
-    if (reply->type == REDIS_REPLY_ERROR) {
-        claim_error(qd, reply);
-        return;
+    qd->reading_blocked = qd->unblock_sent = 0;
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        qd->reading = 0;
+        if (reply)
+            claim_error(qd, reply);
+        return; /* a lost connection: claim_on_reader_up starts over */
     }
+    /* still `reading` while the entries are taken: a slot they fill must not look free to a
+     * claim made meanwhile (on_capacity) */
     if (kind == CLAIM_OWN) {
         const redisReply *entries = stream_entries(reply);
         if (!entries || entries->elements == 0)
@@ -163,6 +165,7 @@ static void on_claimed(rconn *rc, redisReply *reply, void *ctx) {
     } else if (reply->type == REDIS_REPLY_ARRAY) {
         take_entries(qd, stream_entries(reply), 0, NULL, 0);
     }
+    qd->reading = 0;
     claim_more(qd);
 }
 
@@ -199,9 +202,12 @@ void claim_more(queue_door *qd) {
                               "BLOCK",      block,   "STREAMS",  qd->stream,   ">"};
         rc = rconn_commandv(&qd->reader, on_claimed, (void *)(intptr_t)kind, 11, argv);
     }
+    log_debug(QUEUE_TARGET, "claim: kind %d, count %d (free %d, waiting %d)", kind, room,
+              orchestrator_free_slots(&qd->core->orch), qd->num_waiting);
     if (rc == 0) {
         qd->reading = 1;
         qd->reading_blocked = kind == CLAIM_NEW;
+        qd->read_count = room;
     }
 }
 
@@ -243,7 +249,7 @@ static void create_group(queue_door *qd) {
 }
 
 void claim_on_reader_up(queue_door *qd) {
-    qd->reading = qd->reading_blocked = 0;
+    qd->reading = qd->reading_blocked = qd->unblock_sent = 0;
     qd->group_ready = qd->group_creating = 0;
     qd->pel_done = 0;
     snprintf(qd->pel_cursor, sizeof qd->pel_cursor, "0");

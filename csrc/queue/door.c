@@ -62,8 +62,9 @@ void queue_note_terminal(queue_door *qd, const char *status) {
 static void on_ignored(rconn *rc, redisReply *reply, void *ctx) { (void)rc, (void)reply, (void)ctx; }
 
 static void unblock_reader(queue_door *qd) {
-    if (!qd->reading_blocked || qd->reader_id <= 0)
+    if (!qd->reading_blocked || qd->reader_id <= 0 || qd->unblock_sent)
         return;
+    qd->unblock_sent = 1;
     char id[32];
     snprintf(id, sizeof id, "%lld", qd->reader_id);
     const char *argv[] = {"CLIENT", "UNBLOCK", id};
@@ -214,6 +215,14 @@ static void on_kick(uv_timer_t *t) {
 
 static void door_on_capacity(front_door *fd) {
     queue_door *qd = container_of(fd, queue_door, super);
+    /* another door took a slot a blocked read counts on: release the read, so this consumer
+     * never claims more than it can run (a message that still slips in waits for a slot) */
+    if (qd->reading_blocked && qd->read_count > orchestrator_free_slots(&qd->core->orch) - qd->num_waiting)
+        unblock_reader(qd);
+    /* a claim only queues a command (written at the end of this loop turn): at once, so the
+     * next message is on its way while the last one's responses go out */
+    if (!qd->num_waiting)
+        claim_more(qd);
     if (!uv_is_closing((uv_handle_t *)&qd->kick))
         uv_timer_start(&qd->kick, on_kick, 0, 0);
 }

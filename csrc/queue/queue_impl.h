@@ -75,6 +75,8 @@ struct queue_door {
     int group_lost;             /* NOGROUP seen: recreate from the stream's start */
     int reading;                /* a claim command is out on the reader */
     int reading_blocked;        /* ... and it is a blocking XREADGROUP */
+    int read_count;             /* ... for this many messages */
+    int unblock_sent;           /* CLIENT UNBLOCK sent for it */
     int pel_done;               /* own pending entries read since the reader came up */
     char pel_cursor[48];
     char autoclaim_cursor[48];

@@ -142,6 +142,8 @@ static void finish_close(rconn *rc) {
         return;
     uv_close((uv_handle_t *)&rc->retry_timer, on_handle_closed);
     uv_close((uv_handle_t *)&rc->watchdog, on_handle_closed);
+    uv_close((uv_handle_t *)&rc->flush, on_handle_closed);
+    uv_close((uv_handle_t *)&rc->flush_check, on_handle_closed);
 }
 
 /* Every way a context ends comes here once. hiredis frees the context itself. */
@@ -203,6 +205,7 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     rconn *rc = ac->data;
     if (!rc || rc->ac != ac)
         return;
+    log_debug(TARGET, "redis %s: connect status %d", rc->name, status);
     if (status != REDIS_OK) {
         connection_lost(rc, ac->errstr[0] ? ac->errstr : "connect failed"); /* hiredis frees ac */
         return;
@@ -231,6 +234,87 @@ static void on_connect(const redisAsyncContext *ac, int status) {
         rconn_kill(rc, "cannot send the handshake");
     else if (!rc->url.password[0] && !need_select)
         became_up(rc);
+}
+
+/* hiredis 0.14's libuv adapter restarts its uv_poll on every add and delete, even when the
+ * mask does not change: hiredis asks for reads after every write, and each uv_poll_start
+ * costs two epoll_ctl calls (libuv drops the fd from epoll and adds it back). hiredis 1.x's
+ * adapter returns early when the mask is unchanged; these do the same around the adapter's
+ * own (see also on_poll). And a connected context does not wait for a writable event to send: the commands of
+ * one loop turn are written together at its end (a check handle, right after the callbacks
+ * that queued them; an idle handle when they came from a timer, so the poll does not block
+ * first), and only a socket that is full makes the poll watch for writability. */
+/* The adapter's poll callback drops an error status, and libuv reports a socket error (a
+ * refused connect, a reset) only that way, having stopped the poll: the connection then hangs
+ * until the watchdog. As hiredis 1.x does, an error goes to hiredis as the events it waited
+ * for, so its read or write sees the error and the context ends at once. */
+static void on_poll(uv_poll_t *handle, int status, int events) {
+    redisLibuvEvents *p = handle->data;
+    int ev = status ? p->events : events;
+    if (status)
+        p->events = 0; /* libuv stopped the poll */
+    if (p->context && (ev & UV_READABLE))
+        redisAsyncHandleRead(p->context);
+    if (p->context && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(p->context);
+}
+
+static void events_changed(redisLibuvEvents *p, int events) {
+    if (p->events == events)
+        return;
+    p->events = events;
+    if (events)
+        uv_poll_start(&p->handle, events, on_poll);
+    else
+        uv_poll_stop(&p->handle);
+}
+
+static void add_read(void *privdata) {
+    redisLibuvEvents *p = privdata;
+    events_changed(p, p->events | UV_READABLE);
+}
+
+static void del_read(void *privdata) {
+    redisLibuvEvents *p = privdata;
+    events_changed(p, p->events & ~UV_READABLE);
+}
+
+static void flush(rconn *rc) {
+    uv_idle_stop(&rc->flush);
+    uv_check_stop(&rc->flush_check);
+    if (!rc->flush_pending || !rc->ac)
+        return;
+    rc->flush_pending = 0;
+    rc->flushing = 1;
+    redisAsyncHandleWrite(rc->ac); /* what does not fit asks for writability (add_write) */
+    rc->flushing = 0;
+}
+
+static void on_flush_idle(uv_idle_t *h) { flush(h->data); }
+static void on_flush_check(uv_check_t *h) { flush(h->data); }
+
+static void add_write(void *privdata) {
+    redisLibuvEvents *p = privdata;
+    redisAsyncContext *ac = p->context;
+    rconn *rc = ac ? ac->data : NULL;
+    if (!rc || rc->flushing || !(ac->c.flags & REDIS_CONNECTED)) {
+        events_changed(p, p->events | UV_WRITABLE); /* connecting, or the socket is full */
+        return;
+    }
+    if (!(p->events & UV_WRITABLE) && !rc->flush_pending) {
+        rc->flush_pending = 1;
+        uv_idle_start(&rc->flush, on_flush_idle);
+        uv_check_start(&rc->flush_check, on_flush_check);
+    }
+}
+
+static void del_write(void *privdata) {
+    redisLibuvEvents *p = privdata;
+    redisAsyncContext *ac = p->context;
+    rconn *rc = ac ? ac->data : NULL;
+    if (rc)
+        rc->flush_pending = 0;
+    events_changed(p, p->events & ~UV_WRITABLE);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -269,7 +353,12 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         connection_lost(rc, "cannot attach to the loop");
         return;
     }
+    ac->ev.addRead = add_read;
+    ac->ev.delRead = del_read;
+    ac->ev.addWrite = add_write;
+    ac->ev.delWrite = del_write;
     rc->ac = ac;
+    log_debug(TARGET, "redis %s: connecting to %s:%d", rc->name, ip, rc->url.port);
     rc->state = RCONN_CONNECTING;
     rc->last_progress = uv_now(rc->loop);
     redisAsyncSetConnectCallback(ac, on_connect);
@@ -309,10 +398,14 @@ int rconn_init(rconn *rc, uv_loop_t *loop, const redis_url *url, const char *nam
     int r = uv_timer_init(loop, &rc->retry_timer);
     if (r == 0)
         r = uv_timer_init(loop, &rc->watchdog);
+    if (r == 0)
+        r = uv_idle_init(loop, &rc->flush);
+    if (r == 0)
+        r = uv_check_init(loop, &rc->flush_check);
     if (r != 0)
         return r;
-    rc->retry_timer.data = rc->watchdog.data = rc;
-    rc->handles_open = 2;
+    rc->retry_timer.data = rc->watchdog.data = rc->flush.data = rc->flush_check.data = rc;
+    rc->handles_open = 4;
     return 0;
 }
 

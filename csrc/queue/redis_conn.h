@@ -35,6 +35,9 @@ struct rconn {
     struct redisAsyncContext *ac;
     rconn_state state;
     uv_timer_t retry_timer, watchdog;
+    uv_idle_t flush;         /* write the commands of one loop turn together */
+    uv_check_t flush_check;
+    int flush_pending, flushing;
     uv_getaddrinfo_t resolver;
     int resolving;
     int handles_open;

@@ -110,8 +110,9 @@ static int start_timeout(CURLM *multi, long timeout_ms, void *userp) {
     if (timeout_ms < 0) {
         uv_timer_stop(&client->timer);
     } else {
-        if (timeout_ms == 0)
-            timeout_ms = 1; /* never re-enter curl from its own callback */
+        /* 0 runs on the next loop turn (libuv never runs a timer from uv_timer_start), so curl
+         * is not re-entered from its own callback; rounding it up to 1 ms put a millisecond
+         * before every request */
         uv_timer_start(&client->timer, on_timeout, (uint64_t)timeout_ms, 0);
     }
     return 0;
