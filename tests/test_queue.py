@@ -480,3 +480,27 @@ def test_traceparent_is_carried_into_the_webhooks(redis_srv, make_consumer, make
     time.sleep(0.1)
     assert {h.headers.get("traceparent") for h in rx.for_id("p1")} == {tp}
     assert rx.terminal("p1")[0].body["traceparent"] == tp
+
+
+def test_cli_and_serve_arguments(tmp_path):
+    import subprocess
+    import sys
+
+    import coglet
+
+    (tmp_path / "predict.py").write_text(ECHO)
+    with pytest.raises(ValueError, match="input_queue and consumer_id"):
+        coglet.server.serve(predictor_ref="predict.py:Predictor", redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match="need redis_url"):
+        coglet.server.serve(predictor_ref="predict.py:Predictor", input_queue="q")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "coglet", "predict.py:Predictor", *args], cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=60 * SLOW)
+
+    r = run("--redis-url", "redis://127.0.0.1:1/0")
+    assert r.returncode == 2 and "--redis-url needs --input-queue and --consumer-id" in r.stderr
+    r = run("--input-queue", "q")
+    assert r.returncode == 2 and "need --redis-url" in r.stderr
+    r = run("--redis-url", "http://127.0.0.1:1", "--input-queue", "q", "--consumer-id", "c")
+    assert r.returncode != 0 and "invalid redis_url: http://127.0.0.1:1" in r.stderr

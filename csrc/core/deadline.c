@@ -53,7 +53,9 @@ void prediction_set_deadline(prediction *p, double seconds) {
         arm(p);
 }
 
-void deadline_on_start(prediction *p) { arm(p); }
+void deadline_on_start(prediction *p) {
+    arm(p);
+}
 
 void deadline_clear(prediction *p) {
     pred_deadline *d = p->deadline;

@@ -49,7 +49,9 @@ static void bad_message(queue_door *qd, const char *id, const char *why) {
     }
 }
 
-static void on_cleanup_ack(rconn *rc, redisReply *reply, void *ctx) { (void)rc, (void)reply, (void)ctx; }
+static void on_cleanup_ack(rconn *rc, redisReply *reply, void *ctx) {
+    (void)rc, (void)reply, (void)ctx;
+}
 
 /* One stream entry: [id, [field, value, ...]] (the fields nil when the entry was deleted). */
 static void take_entry(queue_door *qd, const redisReply *e, int redelivered) {
@@ -186,14 +188,14 @@ void claim_more(queue_door *qd) {
     int rc;
     if (!qd->pel_done) {
         kind = CLAIM_OWN;
-        const char *argv[] = {"XREADGROUP", "GROUP", qd->stream, qd->consumer, "COUNT",
+        const char *argv[] = {"XREADGROUP", "GROUP",   qd->stream, qd->consumer,  "COUNT",
                               count,        "STREAMS", qd->stream, qd->pel_cursor};
         rc = rconn_commandv(&qd->reader, on_claimed, (void *)(intptr_t)kind, 9, argv);
     } else if (uv_now(qd->loop) >= qd->next_reclaim_ms) {
         kind = CLAIM_RECLAIM;
         snprintf(idle, sizeof idle, "%llu", (unsigned long long)(qd->cfg.lease_s * 1000));
-        const char *argv[] = {"XAUTOCLAIM", qd->stream, qd->stream, qd->consumer, idle,
-                              qd->autoclaim_cursor, "COUNT", count};
+        const char *argv[] = {"XAUTOCLAIM", qd->stream,           qd->stream, qd->consumer,
+                              idle,         qd->autoclaim_cursor, "COUNT",    count};
         rc = rconn_commandv(&qd->reader, on_claimed, (void *)(intptr_t)kind, 8, argv);
     } else {
         kind = CLAIM_NEW;

@@ -59,7 +59,9 @@ void queue_note_terminal(queue_door *qd, const char *status) {
 
 /* ---- stop claiming now: a blocked read is released at once ---- */
 
-static void on_ignored(rconn *rc, redisReply *reply, void *ctx) { (void)rc, (void)reply, (void)ctx; }
+static void on_ignored(rconn *rc, redisReply *reply, void *ctx) {
+    (void)rc, (void)reply, (void)ctx;
+}
 
 static void unblock_reader(queue_door *qd) {
     if (!qd->reading_blocked || qd->reader_id <= 0 || qd->unblock_sent)
@@ -161,10 +163,10 @@ static void report_setup(queue_door *qd, const char *status) {
     char started[40], completed[40];
     format_log_timestamp(c->setup_started_ns, started, sizeof started);
     format_log_timestamp(c->setup_completed_ns, completed, sizeof completed);
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "status", status, "started_at", started, "completed_at",
-                             completed, "logs", c->setup_logs ? c->setup_logs : "");
-    qd->report_wh = body ? webhook_new(&c->client, &qd->hook_settings, qd->report_url, WEBHOOK_COMPLETED, NULL, NULL)
-                         : NULL;
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "status", status, "started_at", started, "completed_at", completed,
+                             "logs", c->setup_logs ? c->setup_logs : "");
+    qd->report_wh =
+        body ? webhook_new(&c->client, &qd->hook_settings, qd->report_url, WEBHOOK_COMPLETED, NULL, NULL) : NULL;
     if (qd->report_wh) {
         qd->report_del.ops = &report_delivery_ops;
         core_delivery_begin(c, &qd->report_del);
@@ -240,7 +242,9 @@ static void on_tick(uv_timer_t *t) {
 
 /* ---- connections ---- */
 
-static void reader_up(rconn *rc) { claim_on_reader_up(rc->owner); }
+static void reader_up(rconn *rc) {
+    claim_on_reader_up(rc->owner);
+}
 
 static void cmd_up(rconn *rc) {
     queue_door *qd = rc->owner;

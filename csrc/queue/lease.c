@@ -15,15 +15,14 @@
 #define HEARTBEAT_BATCH 256
 
 /* KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] ids. Returns the ids it lost. */
-static const char LEASE_SCRIPT[] =
-    "local lost = {} "
-    "for i = 3, #ARGV do "
-    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) "
-    "  if #p == 1 and p[1][2] == ARGV[2] then "
-    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID') "
-    "  else lost[#lost + 1] = ARGV[i] end "
-    "end "
-    "return lost";
+static const char LEASE_SCRIPT[] = "local lost = {} "
+                                   "for i = 3, #ARGV do "
+                                   "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) "
+                                   "  if #p == 1 and p[1][2] == ARGV[2] then "
+                                   "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID') "
+                                   "  else lost[#lost + 1] = ARGV[i] end "
+                                   "end "
+                                   "return lost";
 
 static void on_heartbeat(rconn *rc, redisReply *reply, void *ctx) {
     (void)ctx;

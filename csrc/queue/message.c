@@ -18,11 +18,10 @@
 
 /* 1: the record's value; 2: the entry is gone (acknowledged elsewhere); 0: run it. Atomic with
  * the ack script, so a message acknowledged by its first consumer is never run again. */
-static const char CHECK_SCRIPT[] =
-    "local v = redis.call('GET', KEYS[2]) "
-    "if v then return {1, v} end "
-    "if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {2} end "
-    "return {0}";
+static const char CHECK_SCRIPT[] = "local v = redis.call('GET', KEYS[2]) "
+                                   "if v then return {1, v} end "
+                                   "if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {2} end "
+                                   "return {0}";
 static const char ACK_SCRIPT[] = "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) "
                                  "redis.call('XDEL', KEYS[1], ARGV[2]) "
                                  "redis.call('DEL', KEYS[2]) return 1";
@@ -64,7 +63,9 @@ qmsg *qmsg_new(queue_door *qd, const char *entry_id, json_t *msg) {
     return m;
 }
 
-void qmsg_ref(qmsg *m) { m->refs++; }
+void qmsg_ref(qmsg *m) {
+    m->refs++;
+}
 
 void qmsg_unref(qmsg *m) {
     if (--m->refs > 0)
@@ -104,7 +105,9 @@ static void held_remove(qmsg *m) {
     qmsg_unref(m);
 }
 
-void qmsg_forget(qmsg *m) { held_remove(m); }
+void qmsg_forget(qmsg *m) {
+    held_remove(m);
+}
 
 qmsg *queue_find_held(queue_door *qd, const char *entry_id) {
     for (qmsg *m = qd->held; m; m = m->next)
@@ -367,7 +370,9 @@ static const delivery_ops qmsg_delivery_ops = {.abandon = abandon};
 
 /* ---- the prediction's events ---- */
 
-static qmsg *sink_msg(sink *s) { return container_of(s, qmsg, sink); }
+static qmsg *sink_msg(sink *s) {
+    return container_of(s, qmsg, sink);
+}
 
 static void on_start(sink *s, prediction *p) {
     (void)p;
@@ -411,10 +416,12 @@ static int worker_death_error(const core *c, char *out, size_t outlen) {
         return 0;
     const orchestrator *o = &c->orch;
     if (o->exit_seen)
-        snprintf(out, outlen, "Prediction failed for an unknown reason. It might have run out of memory? (exitcode %lld)",
+        snprintf(out, outlen,
+                 "Prediction failed for an unknown reason. It might have run out of memory? (exitcode %lld)",
                  o->term_signal ? -(long long)o->term_signal : (long long)o->exit_status);
     else
-        snprintf(out, outlen, "Prediction failed for an unknown reason. It might have run out of memory? (exitcode None)");
+        snprintf(out, outlen,
+                 "Prediction failed for an unknown reason. It might have run out of memory? (exitcode None)");
     return 1;
 }
 

@@ -37,17 +37,17 @@ struct qmsg {
     queue_door *door;
     qmsg *next, *prev; /* the door's held messages */
     qmsg_state state;
-    char *entry_id;      /* the stream entry */
-    json_t *msg;         /* the message object: every response echoes its keys */
-    json_t *resp;        /* the response being built */
-    json_t *outputs;     /* generator outputs so far */
+    char *entry_id;  /* the stream entry */
+    json_t *msg;     /* the message object: every response echoes its keys */
+    json_t *resp;    /* the response being built */
+    json_t *outputs; /* generator outputs so far */
     buf logs;
     char *webhook_url;
-    char *response_key;  /* response_queue */
+    char *response_key; /* response_queue */
     char *cancel_key;
-    unsigned events;     /* WEBHOOK_* bits */
+    unsigned events; /* WEBHOOK_* bits */
     int redelivered;
-    double last_sent;    /* monotonic; throttles non-terminal responses */
+    double last_sent; /* monotonic; throttles non-terminal responses */
     webhook *wh;
     prediction *p;
     sink sink;
@@ -56,8 +56,8 @@ struct qmsg {
     int wait_redis;      /* a step that needs the command connection, waiting for it */
     int cancel_inflight; /* an EXISTS on cancel_key is out */
     int cancel_sent;
-    int lease_lost;      /* the heartbeat found it no longer ours */
-    char *terminal;      /* the terminal response, encoded */
+    int lease_lost; /* the heartbeat found it no longer ours */
+    char *terminal; /* the terminal response, encoded */
 };
 
 struct queue_door {
@@ -66,18 +66,18 @@ struct queue_door {
     uv_loop_t *loop;
     queue_config cfg;
     char *stream, *consumer, *report_url, *redis_url;
-    char *done_prefix;          /* "coglet:{stream}:done:" */
+    char *done_prefix; /* "coglet:{stream}:done:" */
     char *pause_key, *pause_consumer_key;
     rconn reader, cmd;
-    long long reader_id;        /* CLIENT ID of the reader, for CLIENT UNBLOCK */
-    int reader_epoch;           /* bumped on every reconnect of the reader */
+    long long reader_id; /* CLIENT ID of the reader, for CLIENT UNBLOCK */
+    int reader_epoch;    /* bumped on every reconnect of the reader */
     int group_ready, group_creating;
-    int group_lost;             /* NOGROUP seen: recreate from the stream's start */
-    int reading;                /* a claim command is out on the reader */
-    int reading_blocked;        /* ... and it is a blocking XREADGROUP */
-    int read_count;             /* ... for this many messages */
-    int unblock_sent;           /* CLIENT UNBLOCK sent for it */
-    int pel_done;               /* own pending entries read since the reader came up */
+    int group_lost;      /* NOGROUP seen: recreate from the stream's start */
+    int reading;         /* a claim command is out on the reader */
+    int reading_blocked; /* ... and it is a blocking XREADGROUP */
+    int read_count;      /* ... for this many messages */
+    int unblock_sent;    /* CLIENT UNBLOCK sent for it */
+    int pel_done;        /* own pending entries read since the reader came up */
     char pel_cursor[48];
     char autoclaim_cursor[48];
     uint64_t next_reclaim_ms;
@@ -85,7 +85,7 @@ struct queue_door {
     delivery setup_time_del;
     double setup_seconds;
     int paused, stopping;
-    int iterator_output;        /* Output is an iterator: outputs go out as they come */
+    int iterator_output;            /* Output is an iterator: outputs go out as they come */
     webhook_settings hook_settings; /* the core's, unthrottled: this door throttles itself */
     qmsg *held;
     int num_held, num_waiting;

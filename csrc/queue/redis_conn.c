@@ -114,7 +114,9 @@ int rconn_commandv(rconn *rc, rconn_reply_cb cb, void *ctx, int argc, const char
     return rconn_command(rc, cb, ctx, argc, argv, lens);
 }
 
-int rconn_up(const rconn *rc) { return rc->state == RCONN_UP; }
+int rconn_up(const rconn *rc) {
+    return rc->state == RCONN_UP;
+}
 
 /* ---- connecting ---- */
 
@@ -290,8 +292,12 @@ static void flush(rconn *rc) {
     rc->flushing = 0;
 }
 
-static void on_flush_idle(uv_idle_t *h) { flush(h->data); }
-static void on_flush_check(uv_check_t *h) { flush(h->data); }
+static void on_flush_idle(uv_idle_t *h) {
+    flush(h->data);
+}
+static void on_flush_check(uv_check_t *h) {
+    flush(h->data);
+}
 
 static void add_write(void *privdata) {
     redisLibuvEvents *p = privdata;
@@ -381,8 +387,8 @@ static void start_resolve(rconn *rc) {
 static void on_watchdog(uv_timer_t *t) {
     rconn *rc = t->data;
     uint64_t now = uv_now(rc->loop);
-    int waiting = rc->state == RCONN_CONNECTING || rc->state == RCONN_HANDSHAKE ||
-                  (rc->state == RCONN_UP && rc->outstanding > 0);
+    int waiting =
+        rc->state == RCONN_CONNECTING || rc->state == RCONN_HANDSHAKE || (rc->state == RCONN_UP && rc->outstanding > 0);
     if (waiting && now - rc->last_progress > rc->reply_limit_ms)
         rconn_kill(rc, "no reply within the read-idle timeout");
 }

@@ -30,12 +30,12 @@ typedef void (*rconn_reply_cb)(rconn *rc, redisReply *reply, void *ctx);
 
 struct rconn {
     uv_loop_t *loop;
-    const char *name;     /* for log lines: "reader", "commands" */
+    const char *name; /* for log lines: "reader", "commands" */
     redis_url url;
     struct redisAsyncContext *ac;
     rconn_state state;
     uv_timer_t retry_timer, watchdog;
-    uv_idle_t flush;         /* write the commands of one loop turn together */
+    uv_idle_t flush; /* write the commands of one loop turn together */
     uv_check_t flush_check;
     int flush_pending, flushing;
     uv_getaddrinfo_t resolver;
@@ -46,7 +46,7 @@ struct rconn {
     uint64_t last_progress;  /* uv_now of the last reply (or the first send after a quiet spell) */
     uint64_t reply_limit_ms; /* a reply later than this declares the connection dead */
     int closing;
-    int was_up;              /* logs "lost" once per outage, "connected" once per recovery */
+    int was_up; /* logs "lost" once per outage, "connected" once per recovery */
     void *owner;
     void (*on_up)(rconn *rc);   /* connected, authenticated, database selected */
     void (*on_down)(rconn *rc); /* lost; a reconnect is scheduled */
