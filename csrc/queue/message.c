@@ -473,9 +473,13 @@ static void on_terminal(sink *s, prediction *p, const json_t *state) {
         prediction_unref(m->p);
         m->p = NULL;
     }
-    queue_note_terminal(m->door, json_string_value(json_object_get(m->resp, "status")));
+    /* the delivery first: a failure count that ends the process must find it to wait for */
+    queue_door *qd = m->door;
+    char status[16];
+    snprintf(status, sizeof status, "%s", json_string_value(json_object_get(m->resp, "status")));
     if (m->state == QM_RUNNING)
         terminal(m);
+    queue_note_terminal(qd, status);
     qmsg_unref(m); /* the sink's */
 }
 
@@ -505,8 +509,9 @@ static void invalid_input(qmsg *m, const char *error) {
     json_object_set_new(m->resp, "logs", json_string(""));
     log_event(LOG_WARN, QUEUE_TARGET, json_pack("{s:s, s:s}", "message_id", m->entry_id, "error", error),
               "invalid input");
-    queue_note_terminal(m->door, "failed");
+    queue_door *qd = m->door;
     terminal(m);
+    queue_note_terminal(qd, "failed");
 }
 
 /* "text: Field required; n: Input should be a valid integer" from the validator's details. */
