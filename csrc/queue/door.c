@@ -225,7 +225,10 @@ static void door_on_capacity(front_door *fd) {
      * next message is on its way while the last one's responses go out */
     if (!qd->num_waiting)
         claim_more(qd);
-    if (!uv_is_closing((uv_handle_t *)&qd->kick))
+    /* the rest on the next loop turn, and only when there is something to do: setup ended, the
+     * worker is gone, or a claimed message waits for this slot */
+    int more = !qd->setup_reported || qd->core->health != HEALTH_READY || qd->num_waiting > 0;
+    if (more && !uv_is_closing((uv_handle_t *)&qd->kick))
         uv_timer_start(&qd->kick, on_kick, 0, 0);
 }
 
