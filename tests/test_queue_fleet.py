@@ -210,3 +210,115 @@ def test_http_and_queue_share_the_slots(redis_srv, make_consumer, make_receiver,
     assert requests.post(url + "/predictions", json={"input": {}}, timeout=10).status_code == 409
     gate.write_text("")
     assert rx.wait_terminal("p2")["status"] == "succeeded"
+
+
+class FreezingProxy:
+    """A TCP proxy to Redis that can go silent without closing anything: the network loss
+    that no FIN or RST announces."""
+
+    def __init__(self, target_port):
+        import socket
+        import threading
+
+        self.target = target_port
+        self.frozen = threading.Event()
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            if self.frozen.is_set():
+                self.conns.append(c)  # accepted, never answered
+                continue
+            u = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a, b):
+        while True:
+            try:
+                data = a.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            while self.frozen.is_set():
+                time.sleep(0.05)
+                if getattr(self, "dead", False):
+                    return
+            try:
+                b.sendall(data)
+            except OSError:
+                return
+
+    def freeze(self):
+        self.frozen.set()
+        self.old = list(self.conns)
+
+    def thaw_new_connections(self):
+        """New connections work again; the frozen ones stay dead."""
+        self.dead = True
+        self.frozen.clear()
+
+    def close(self):
+        self.dead = True
+        self.lsock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def test_a_silent_connection_is_declared_dead_within_the_idle_timeout(redis_srv, make_consumer, make_receiver,
+                                                                       tmp_path):
+    rx = make_receiver()
+    proxy = FreezingProxy(redis_srv.port)
+    try:
+        c = make_consumer(redis_srv, "q", "c1", code=ECHO, redis_url="redis://127.0.0.1:%d/0" % proxy.port,
+                          env={"COGLET_QUEUE_IDLE_TIMEOUT": "1", "COGLET_QUEUE_LEASE": "1.5"})
+        redis_srv.add("q", {"id": "p1", "input": {}, "webhook": rx.url})
+        assert rx.wait_terminal("p1")["status"] == "succeeded"
+        proxy.freeze()
+        c.wait_log("commands connection to .* lost \\(no reply within the read-idle timeout\\)")
+        c.wait_log("reader connection to .* lost \\(no reply within the read-idle timeout\\)")
+        proxy.thaw_new_connections()
+        wait_until(lambda: c.log_text().count("reader connection to") >= 3, timeout=30, what="the reader back")
+        redis_srv.add("q", {"id": "p2", "input": {}, "webhook": rx.url})
+        assert rx.wait_terminal("p2", timeout=20)["status"] == "succeeded"
+    finally:
+        proxy.close()
+
+
+def test_an_idle_consumer_does_not_poll(redis_srv, make_consumer):
+    make_consumer(redis_srv, "q", "c1", code=ECHO)
+    time.sleep(0.3)
+
+    def processed():
+        return redis_srv.client.info("stats")["total_commands_processed"]
+
+    before = processed()
+    time.sleep(2)
+    after = processed()
+    # the pause keys once a second and a blocking read every 10 s; the INFO calls count too
+    assert after - before <= 8
+
+
+def test_ref_from_cog_yaml(redis_srv, make_consumer, make_receiver, tmp_path):
+    rx = make_receiver()
+    (tmp_path / "cog.yaml").write_text('predict: "predict.py:Predictor"\n')
+    make_consumer(redis_srv, "q", "c1", code=ECHO, ref=None)
+    redis_srv.add("q", {"id": "p1", "input": {"text": "y"}, "webhook": rx.url})
+    assert rx.wait_terminal("p1")["output"] == "hi y"
