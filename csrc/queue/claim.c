@@ -93,8 +93,9 @@ static void take_entry(queue_door *qd, const redisReply *e, int redelivered) {
         return;
     }
     m->redelivered = redelivered;
-    log_event(LOG_DEBUG, QUEUE_TARGET, json_pack("{s:s, s:b}", "message_id", id, "redelivered", redelivered),
-              "claimed message");
+    if (log_enabled(LOG_DEBUG, QUEUE_TARGET))
+        log_event(LOG_DEBUG, QUEUE_TARGET, json_pack("{s:s, s:b}", "message_id", id, "redelivered", redelivered),
+                  "claimed message");
     qmsg_admit(m);
 }
 

@@ -31,6 +31,7 @@ typedef struct socket_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
     http_client *client;
+    int events; /* what the poll watches */
 } socket_ctx;
 
 static void unlink_request(http_client *client, client_request *req) {
@@ -152,7 +153,11 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, v
         events |= UV_READABLE;
     if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
         events |= UV_WRITABLE;
-    uv_poll_start(&sc->poll, events, on_poll);
+    /* each uv_poll_start drops the fd from epoll and adds it back: only when the mask changes */
+    if (events != sc->events || !uv_is_active((uv_handle_t *)&sc->poll)) {
+        sc->events = events;
+        uv_poll_start(&sc->poll, events, on_poll);
+    }
     return 0;
 }
 
