@@ -10,16 +10,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-typedef struct redis_url {
-    char host[256];
-    int port;
-    int db;
-    char user[128];
-    char password[256];
-} redis_url;
-
-/* redis://[[user]:password@]host[:port][/db]. 0, or UV_EINVAL. */
-int redis_url_parse(const char *url, redis_url *out);
+#include "queue/redis_url.h"
 
 typedef enum { RCONN_DOWN, RCONN_RESOLVING, RCONN_CONNECTING, RCONN_HANDSHAKE, RCONN_UP, RCONN_CLOSED } rconn_state;
 
