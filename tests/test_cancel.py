@@ -1,5 +1,6 @@
-"""Cancellation (SPEC 3.10, 3.16, 8.7): the cancel route's answers, interrupting a busy
-Python loop, early cancels right after a PUT (the original loses them; we must not), and
+"""Cancellation (docs/http-api.md#cancellation, docs/worker-protocol.md#cancellation): the
+cancel route's answers, interrupting a busy Python loop, early cancels right after a PUT
+(the Rust coglet loses them; we must not), and
 sync clients that drop their connection."""
 
 import json

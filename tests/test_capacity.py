@@ -1,5 +1,5 @@
-"""Capacity (SPEC 3.5 step 5, 3.12, 3.16): every slot busy → 409 with the exact body and
-health BUSY; no queueing; and (our improvement over the original) the slot is back before
+"""Capacity (docs/http-api.md#capacity): every slot busy → 409 with the exact body and
+health BUSY; no queueing; and (our improvement over the Rust coglet) the slot is back before
 a sync response is written, so the next request never sees 409."""
 
 import os

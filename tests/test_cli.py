@@ -1,6 +1,6 @@
 """Launching and stopping: `python -m coglet` (with and without REF), the cog SDK's
-`python -m cog.server.http` launcher, signals and the startup/shutdown log lines (SPEC 1.2,
-1.6, 2.8, 9.1)."""
+`python -m cog.server.http` launcher, signals and the startup/shutdown log lines (docs/logging.md#startup-and-shutdown-lines,
+docs/python-api.md#command-lines, docs/http-api.md#shutdown)."""
 
 import json
 import signal
@@ -238,7 +238,7 @@ def test_cog_server_http_version_flag(tmp_path):
 
 def test_sigint_stops_even_when_started_with_it_ignored(tmp_path):
     """A shell's background job starts with SIGINT ignored; SIGINT must still shut down
-    (SPEC 9.1), so serve() installs its own handler."""
+    (docs/python-api.md#serve-and-threads), so serve() installs its own handler."""
     import signal as _signal
     import subprocess as _subprocess
     import sys as _sys

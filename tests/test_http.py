@@ -1,4 +1,4 @@
-"""The HTTP surface (SPEC 3.1-3.6, 3.12-3.14): every route, the framework errors, and the
+"""The HTTP surface (docs/http-api.md): every route, the framework errors, and the
 HTTP/1.1 mechanics (keep-alive, pipelining, chunked bodies, Expect: 100-continue, HEAD).
 
 One server (an echo predictor) is shared by the module; tests that need a schema file or
@@ -138,7 +138,7 @@ def test_health_check_version(srv):
 
 def test_openapi_without_bundle_is_generated(srv):
     """No .cog/openapi_schema.json: the worker generates one from the signature (the
-    original answers 503 here)."""
+    Rust coglet answers 503 here)."""
     r = srv.get("/openapi.json")
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("application/json")

@@ -1,5 +1,5 @@
-"""Predictor forms, reference forms, outputs, logs and in-worker failures (SPEC 3.5, 3.8,
-8.1, 8.3-8.5). A "kitchen" predictor shared by the module covers everything that does not
+"""Predictor forms, reference forms, outputs, logs and in-worker failures (docs/predictors.md,
+docs/http-api.md#error-strings). A "kitchen" predictor shared by the module covers everything that does not
 need a predictor of its own."""
 
 import base64
@@ -146,7 +146,8 @@ def test_sys_exit_fails_only_that_prediction(kitchen):
 
 def test_unknown_input_key_is_stripped(kitchen):
     """With a schema (generated from the signature when none is bundled) unknown keys are
-    stripped at the edge (SPEC 6), so they never reach the predictor."""
+    stripped at the edge (docs/schema.md#validation-at-the-edge), so they never reach the
+    predictor."""
     body = run(kitchen, mode="echo", text="kept", bogus=1)
     assert body["status"] == "succeeded", body
     assert body["output"] == "kept"

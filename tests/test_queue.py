@@ -504,3 +504,24 @@ def test_cli_and_serve_arguments(tmp_path):
     assert r.returncode == 2 and "need --redis-url" in r.stderr
     r = run("--redis-url", "http://127.0.0.1:1", "--input-queue", "q", "--consumer-id", "c")
     assert r.returncode != 0 and "invalid redis_url: http://127.0.0.1:1" in r.stderr
+
+
+def test_worker_restart_keeps_the_consumer(redis_srv, make_consumer, make_receiver):
+    rx = make_receiver()
+    code = """
+import os
+from cog import BasePredictor
+class Predictor(BasePredictor):
+    def predict(self, crash: bool = False) -> str:
+        if crash:
+            os._exit(3)
+        return "alive %d" % os.getpid()
+"""
+    c = make_consumer(redis_srv, "q", "c1", code=code,
+                      env={"COGLET_RESTART_WORKER": "1", "COGLET_RESTART_BACKOFF": "0.1"})
+    redis_srv.add("q", {"id": "p1", "input": {"crash": True}, "webhook": rx.url})
+    assert rx.wait_terminal("p1", timeout=20)["error"].endswith("(exitcode 3)")
+    redis_srv.add("q", {"id": "p2", "input": {}, "webhook": rx.url})
+    assert rx.wait_terminal("p2", timeout=30)["output"].startswith("alive ")
+    assert c.proc.poll() is None
+    redis_srv.wait_pending("q", 0)

@@ -1,4 +1,4 @@
-"""Runtime fidelity, execution (SPEC 8.1-8.4, 8.7, 3.8, 7.8): every predictor form (sync and
+"""Runtime fidelity, execution (docs/predictors.md, docs/worker-protocol.md#running-a-prediction): every predictor form (sync and
 async run()/predict() on BaseRunner, BasePredictor, plain classes, functions), async setup and
 predictions sharing one event loop, setup(weights), live streaming of sync and async
 generators (proved by ordering: the predictor waits for a file the test only creates after it
@@ -364,7 +364,7 @@ def test_sync_generator_sse_chunks_arrive_live(gen_server, tmp_path):
 
 
 def test_async_generator_sse_chunks_arrive_live(agen_server, tmp_path):
-    """Our improvement over the original, which collects async generators first."""
+    """Our improvement over the Rust coglet, which collects async generators first."""
     gates = tmp_path / "gates-agen"
     gates.mkdir()
     events = _sse_gated(agen_server, gates, "agen-live-sse")

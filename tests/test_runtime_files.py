@@ -1,4 +1,4 @@
-"""Runtime fidelity, files (SPEC 5, 7.6): cog.Path / cog.File inputs from http URLs (a real
+"""Runtime fidelity, files (docs/files.md): cog.Path / cog.File inputs from http URLs (a real
 local file server) and data URIs, lists of them, Secret coercion, temp files removed after
 success, failure and cancel; file outputs (Path, named file objects, lists and generators of
 them) as data: URLs, or PUT to --upload-url (a real local upload target) with the Location
@@ -482,7 +482,8 @@ def test_upload_without_location_uses_request_url(up, fs):
 
 
 def test_file_object_output_uploaded(up, fs):
-    """A file object is written to {output_dir}/{n}.{ext} by the worker (SPEC 5.2), uploaded
+    """A file object is written to {output_dir}/{n}.{ext} by the worker
+    (docs/files.md#outputs-in-the-worker), uploaded
     under that name, and the copy is deleted afterwards."""
     mark = len(fs.puts)
     body = ok(up, {"mode": "bytesio_out", "names": ["picture.png"], "text": "png bytes"})

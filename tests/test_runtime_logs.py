@@ -1,9 +1,10 @@
-"""Runtime fidelity, logs (SPEC 8.5, 8.6, 7.7, 1.6): what a predictor writes ends up in its
+"""Runtime fidelity, logs (docs/worker-protocol.md#log-routing, docs/logging.md): what a predictor writes ends up in its
 own prediction's `logs` — print and sys.stdout/sys.stderr writes from any thread of a sync
 prediction, from the tasks (and to_thread helpers) of an async one, through a replaced
 sys.stdout or contextlib.redirect_stdout; setup output lands in setup.logs; fd 1/2 output
 (os.write, subprocesses) is logged by the parent and never lost; a single write over 4 MiB is
-truncated with the SPEC marker."""
+truncated with the documented marker; a long fd 1/2 line is logged in pieces of at most
+4,096 bytes."""
 
 import json
 import re
@@ -215,7 +216,7 @@ def test_replaced_sys_stderr_stays_captured(sync_srv):
 
 def test_replaced_sys_stdout_reads_back_as_the_users_stream(sync_srv):
     """`sys.stdout = io.StringIO(); print(...); sys.stdout.getvalue()` works unchanged (it does
-    in plain Python and in the original coglet, where the replacement is not wrapped), and
+    in plain Python and in the Rust coglet, where the replacement is not wrapped), and
     the text is in the logs too."""
     body = ok(sync_srv, {"mode": "readback"})
     assert body["output"] == "captured twice\n"
@@ -311,3 +312,62 @@ def test_prediction_lines_in_server_log_with_id(sync_srv):
     line = sync_srv.wait_log(r'"message":"three".*"prediction_id":"%s"' % body["id"])
     rec = json.loads(line)
     assert rec["target"] == "coglet::prediction"
+
+
+LONG_LINE = """
+import os
+
+# 20,000 bytes, every 5-byte cell numbered: a lost, repeated or reordered byte shows
+PAYLOAD = "".join("%04d|" % i for i in range(4000))
+
+
+class Predictor:
+    def setup(self):
+        os.write(1, PAYLOAD.encode() + b"\\n")
+
+    def predict(self) -> str:
+        return "ok"
+"""
+
+
+def test_long_fd1_line_is_logged_in_pieces_of_at_most_4096_bytes(make_server):
+    """The parent cuts what the worker writes on fd 1/2 into log lines of at most 4,096 bytes
+    (docs/worker-protocol.md#worker-output-on-fds-1-and-2): one 20,000-byte line becomes
+    pieces of 4,096 bytes and a last one, in order, none lost."""
+    payload = "".join("%04d|" % i for i in range(4000))
+    srv = make_server(code=LONG_LINE)
+    assert srv.health()["status"] == "READY", srv.log_text()
+    logs = srv.health()["setup"]["logs"]
+    pieces = re.findall(r"^\[coglet::setup\] ([\d|]+)$", logs, re.M)
+    assert "".join(pieces) == payload, [len(p) for p in pieces]
+    assert [len(p) for p in pieces] == [4096] * 4 + [20000 - 4 * 4096]
+    # the server's own log lines carry the same pieces
+    logged = [m for m in srv.messages() if isinstance(m, str) and re.fullmatch(r"[\d|]+", m)]
+    assert logged == pieces
+
+
+LONG_UTF8_LINE = """
+import os
+
+
+class Predictor:
+    def setup(self):
+        # 20,001 bytes of a 3-byte character: 4,096 is not a multiple of 3
+        os.write(2, ("\\u20ac" * 6667).encode() + b"\\n")
+
+    def predict(self) -> str:
+        return "ok"
+"""
+
+
+def test_long_fd2_line_is_cut_between_utf8_characters(make_server):
+    """A piece ends before a character rather than inside it, so every piece is valid UTF-8
+    (the JSON log and setup.logs hold text) and the characters join up again."""
+    srv = make_server(code=LONG_UTF8_LINE)
+    assert srv.health()["status"] == "READY", srv.log_text()
+    logs = srv.health()["setup"]["logs"]
+    pieces = re.findall(r"^\[coglet::setup\] (\u20ac+)$", logs, re.M)
+    assert "".join(pieces) == "\u20ac" * 6667, [len(p) for p in pieces]
+    assert [len(p.encode()) for p in pieces] == [4095] * 4 + [20001 - 4 * 4095]
+    logged = [m for m in srv.messages() if isinstance(m, str) and m.startswith("\u20ac")]
+    assert logged == pieces

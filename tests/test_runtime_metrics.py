@@ -1,7 +1,8 @@
-"""Runtime fidelity, metrics and context (SPEC 2.5, 2.6, 3.15, 8.8): record_metric through
+"""Runtime fidelity, metrics and context (docs/python-api.md#metricrecorder,
+docs/http-api.md#metrics): record_metric through
 BaseRunner, current_scope() and the recorder, modes replace/incr/append, dot paths merged into
-nested objects next to predict_time, name and type errors failing the prediction with the SPEC
-messages, the request context, and current_scope() outside a prediction (a no-op scope, never
+nested objects next to predict_time, name and type errors failing the prediction with the
+documented messages, the request context, and current_scope() outside a prediction (a no-op scope, never
 None). Real server, real worker, real cog SDK."""
 
 import json

@@ -1,4 +1,4 @@
-"""Shutdown (SPEC 9.1, plus our improvement): SIGTERM and POST /shutdown exit 0;
+"""Shutdown (docs/http-api.md#shutdown): SIGTERM and POST /shutdown exit 0;
 --await-explicit-shutdown ignores SIGTERM; predictions accepted before the shutdown finish
 and their terminal webhook is delivered before the process exits, or they are canceled
 after COG_SHUTDOWN_GRACE seconds; new create requests meanwhile get 503."""

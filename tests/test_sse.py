@@ -1,4 +1,4 @@
-"""Server-sent events (SPEC 3.9): 406 without a streaming schema, the event sequence,
+"""Server-sent events (docs/http-api.md#server-sent-events): 406 without a streaming schema, the event sequence,
 live delivery (each chunk reaches the client before the next is produced), replay to a
 PUT attach, truncated replay, cancel when the last subscriber of an SSE-created prediction
 leaves, and trainings refusing SSE."""

@@ -1,4 +1,4 @@
-"""The Python surface of the package (SPEC 2.1-2.7): what `import coglet` exposes, in this
+"""The Python surface of the package (docs/python-api.md): what `import coglet` exposes, in this
 process (the parent side) and inside the worker, and that the real cog SDK imports on top."""
 
 import re

@@ -1,4 +1,4 @@
-"""Trainings (SPEC 3.11, 8.9): the /trainings routes behave like /predictions (shared
+"""Trainings (docs/http-api.md#trainings): the /trainings routes behave like /predictions (shared
 registry, PUT attach, cancel); the server mode, not the route, picks the method:
 `--train` runs train() for every request."""
 

@@ -1,4 +1,5 @@
-"""Input validation at the edge (SPEC 6, 3.5, 3.11; docs/schema.md), through the real server
+"""Input validation at the edge (docs/schema.md#validation-at-the-edge,
+docs/http-api.md#processing-order), through the real server
 over real HTTP. Table-driven: one row per keyword / message, each with valid and invalid values.
 
 Every server here runs an echo predictor (`predict(**kw)` returns `json.dumps(kw)`), so a row
@@ -600,7 +601,7 @@ def test_422_before_409_and_attach_echoes_sanitized_input(req_srv, tmp_path):
 
 
 def test_no_validator_before_ready_so_503(make_server, tmp_path):
-    """SPEC 6: validation precedes the readiness check, but no validator exists before the
+    """Validation precedes the readiness check, but no validator exists before the
     worker is ready: during setup an invalid input gets 503; once READY, 422."""
     gate = str(tmp_path / "setup-gate")
     s = make_server(code=ECHO, files={".cog/openapi_schema.json": REQ_SCHEMA}, env={"SETUP_GATE": gate},
@@ -712,7 +713,7 @@ def test_bad_pattern_component_not_validated(bad_srv, name, inp):
     if isinstance(inp, dict):
         assert body["status"] == "succeeded", body
         assert json.loads(body["output"]) == inp
-    else:  # reaches the worker, which refuses it (SPEC 6: not a 422)
+    else:  # reaches the worker, which refuses it: a failed prediction, not a 422
         assert body["status"] == "failed", body
         assert body["error"] == "Input validation error: Input must be a JSON object", body
 

@@ -1,4 +1,4 @@
-"""Webhooks (SPEC 4): the events and their bodies, the filter, throttling, headers, the
+"""Webhooks (docs/http-api.md#webhooks): the events and their bodies, the filter, throttling, headers, the
 terminal retry policy, and dead targets (refusing / never answering) that must not hold up
 responses, slots, other predictions, the health check or shutdown.
 
@@ -98,7 +98,7 @@ def test_events_and_bodies_single_value(srv, make_receiver):
     assert start[0] == {"id": "wh-basic", "status": "processing", "logs": "", "metrics": {}}
     outputs = [h.body for h in hits if h.body["status"] == "processing" and "output" in h.body]
     assert outputs, [h.body for h in hits]
-    assert outputs[-1]["output"] == ["hi"]  # the array of outputs so far (SPEC 10.19)
+    assert outputs[-1]["output"] == ["hi"]  # the array of outputs so far, even for one value
     assert "predict_time" not in outputs[-1]["metrics"]
     # terminal: the final shape, predict_time, user metrics, no input
     assert done["status"] == "succeeded"
@@ -216,7 +216,7 @@ def test_events_filter(srv, make_receiver, events, expect):
     hits = quiet(rx, 0.4)
     assert set(kinds(hits)) == expect, [h.body for h in hits]
     if events == ["completed"]:
-        assert len(hits) == 1  # SPEC 10.22: exactly one webhook
+        assert len(hits) == 1  # only the terminal one
 
 
 def kinds(hits):

@@ -1,5 +1,6 @@
-"""Worker lifecycle: setup failures (SPEC 1.2 step 7, 9.3) and worker crashes after ready
-(9.2): the parent stays up and keeps answering."""
+"""Worker lifecycle: setup failures (docs/worker-protocol.md#setup-failures) and worker
+crashes after ready (docs/worker-protocol.md#losing-a-slot-or-the-worker): the parent stays
+up and keeps answering."""
 
 import os
 import re
@@ -61,7 +62,7 @@ def test_setup_exception(make_server):
 
 
 def test_setup_failure_logs_keep_setup_output_then_error(make_server):
-    """SPEC 9.3 shows only the error string; we keep what setup printed before it (the
+    """The Rust coglet shows only the error string; we keep what setup printed before it (the
     accumulated setup log), and the error string is the last line."""
     s = make_server(
         code="""

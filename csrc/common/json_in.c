@@ -1,51 +1,84 @@
-/* common/json_in.c: a fast JSON parser producing jansson values. jansson's own parser reads
+/* common/json_in.c: the JSON reader, producing jansson values. jansson's own parser reads
  * byte by byte through a stream layer (~60 MB/s); request bodies and frames can be tens of
- * MB, so strings are scanned with memchr-style loops and built with json_stringn_nocheck
- * after one UTF-8 check. Errors read like serde_json's ("... at line L column C"). */
+ * MB, so strings are scanned eight bytes at a time and built with json_stringn_nocheck after
+ * one UTF-8 check. Arrays and objects are kept on an explicit stack, not the C one, which also
+ * names the path of a duplicate key. Errors read like serde_json's ("... at line L column C"). */
 #include "common/json_in.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/swar.h"
 
-#define MAX_DEPTH 128 /* serde_json's recursion limit */
+#define INLINE_FRAMES 32
+
+/* One open array or object. */
+typedef struct frame {
+    json_t *container;
+    size_t key_at;          /* object: its pending key, NUL-terminated at keys.data + key_at */
+    size_t key_end;         /* object: the offset just past that key in the text */
+    size_t index;           /* the item being read: array index, member ordinal */
+    int is_object;
+    json_in_member *member; /* the value of a located top-level member: record its items */
+} frame;
 
 typedef struct parser {
     const unsigned char *p, *start, *end;
     json_in_error *err;
-    int depth;
-    buf scratch; /* unescaped strings */
+    unsigned flags;
+    int max_depth, depth;
+    frame *stack; /* depth entries in use */
+    int stack_cap;
+    json_in_options *opts;
+    json_in_member *pending; /* the located member whose value is being read */
+    buf scratch;             /* unescaped strings */
+    buf keys;                /* the pending key of each open object, outermost first */
+    frame inline_frames[INLINE_FRAMES];
 } parser;
 
-static void position(parser *ps, const unsigned char *at, int *line, int *col) {
+void json_in_position(const char *data, size_t len, size_t offset, int *line, int *column) {
     int l = 1, c = 0;
-    for (const unsigned char *q = ps->start; q < at && q < ps->end; q++) {
+    const unsigned char *q = (const unsigned char *)data, *at = q ? q + (offset < len ? offset : len) : q;
+    for (; q < at; q++) {
         if (*q == '\n')
             l++, c = 0;
         else if ((*q & 0xC0) != 0x80)
             c++;
     }
     *line = l;
-    *col = c;
+    *column = c;
 }
 
-static json_t *fail_at(parser *ps, const unsigned char *at, const char *msg) {
-    if (ps->err && !ps->err->text[0]) {
-        position(ps, at, &ps->err->line, &ps->err->column);
-        snprintf(ps->err->text, sizeof ps->err->text, "%s at line %d column %d", msg, ps->err->line,
-                 ps->err->column);
+/* The first error wins: a later one (an unwind's) never overwrites it. */
+static json_t *fail_code(parser *ps, const unsigned char *at, int code, const char *prefix, const char *msg) {
+    json_in_error *e = ps->err;
+    if (e && !e->code) {
+        e->code = code;
+        json_in_position((const char *)ps->start, (size_t)(ps->end - ps->start), (size_t)(at - ps->start), &e->line,
+                         &e->column);
+        snprintf(e->text, sizeof e->text, "%s%s at line %d column %d", prefix, msg, e->line, e->column);
     }
     return NULL;
 }
 
+static json_t *fail_at(parser *ps, const unsigned char *at, const char *msg) {
+    return fail_code(ps, at, JSON_IN_ESYNTAX, "", msg);
+}
+
 /* serde reports the position of the last byte consumed */
 static json_t *fail(parser *ps, const char *msg) { return fail_at(ps, ps->p < ps->end ? ps->p + 1 : ps->end, msg); }
+
+static json_t *nomem(parser *ps) {
+    return fail_code(ps, ps->p < ps->end ? ps->p + 1 : ps->end, JSON_IN_ENOMEM, "", "out of memory");
+}
 
 static void skip_ws(parser *ps) {
     while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\n' || *ps->p == '\r' || *ps->p == '\t'))
@@ -113,45 +146,29 @@ static void put_utf8(buf *b, unsigned cp) {
     buf_append(b, o, n);
 }
 
-/* Parses a string at ps->p (the opening quote). Returns its bytes in *out / *len: pointing
- * into the input when there were no escapes, else into ps->scratch. 0 or -1. */
-static int parse_string_raw(parser *ps, const char **out, size_t *len) {
-    const unsigned char *s = ++ps->p;
-    const unsigned char *q = s;
-    /* fast path: printable ASCII up to the closing quote, eight bytes at a time */
+/* Past the plain run at q, eight bytes at a time where they are ASCII: the first '"', '\\',
+ * control character, or the end; characters of more than one byte are checked on the way.
+ * NULL, after failing, at one that is not valid UTF-8. */
+static const unsigned char *skip_plain_run(parser *ps, const unsigned char *q) {
     for (;;) {
         q = swar_skip_plain(q, ps->end);
         while (q < ps->end && *q >= 0x20 && *q != '"' && *q != '\\' && *q < 0x80)
             q++;
-        if (q >= ps->end) {
+        if (q >= ps->end || *q < 0x80)
+            return q;
+        int n = utf8_len(q, ps->end);
+        if (!n) {
             ps->p = q;
-            fail_at(ps, ps->end, "EOF while parsing a string");
-            return -1;
+            fail(ps, "invalid unicode code point");
+            return NULL;
         }
-        if (*q >= 0x80) {
-            int n = utf8_len(q, ps->end);
-            if (!n) {
-                ps->p = q;
-                fail(ps, "invalid unicode code point");
-                return -1;
-            }
-            q += n;
-            continue;
-        }
-        break;
+        q += n;
     }
-    if (*q == '"') {
-        *out = (const char *)s;
-        *len = (size_t)(q - s);
-        ps->p = q + 1;
-        return 0;
-    }
-    if (*q < 0x20) {
-        ps->p = q;
-        fail(ps, "control character (\\u0000-\\u001F) found while parsing a string");
-        return -1;
-    }
-    /* escapes: copy what was scanned, then go on unescaping */
+}
+
+/* The rest of the string at s, from q (its first backslash), unescaped into ps->scratch. */
+static int parse_string_escaped(parser *ps, const unsigned char *s, const unsigned char *q, const char **out,
+                                size_t *len) {
     buf *b = &ps->scratch;
     buf_reset(b);
     if (buf_append(b, s, (size_t)(q - s)) != BUF_OK)
@@ -170,20 +187,9 @@ static int parse_string_raw(parser *ps, const char **out, size_t *len) {
             return -1;
         }
         if (c != '\\') {
-            const unsigned char *r = q;
-            while (r < ps->end && *r >= 0x20 && *r != '"' && *r != '\\') {
-                if (*r >= 0x80) {
-                    int n = utf8_len(r, ps->end);
-                    if (!n) {
-                        ps->p = r;
-                        fail(ps, "invalid unicode code point");
-                        return -1;
-                    }
-                    r += n;
-                } else {
-                    r++;
-                }
-            }
+            const unsigned char *r = skip_plain_run(ps, q);
+            if (!r)
+                return -1;
             if (buf_append(b, q, (size_t)(r - q)) != BUF_OK)
                 goto nomem;
             q = r;
@@ -245,11 +251,35 @@ static int parse_string_raw(parser *ps, const char **out, size_t *len) {
     fail_at(ps, ps->end, "EOF while parsing a string");
     return -1;
 nomem:
-    fail(ps, "out of memory");
+    nomem(ps);
     return -1;
 }
 
-static json_t *parse_value(parser *ps);
+/* Parses a string at ps->p (the opening quote). Returns its bytes in *out / *len: pointing
+ * into the input when there were no escapes, else into ps->scratch. 0 or -1. */
+static int parse_string_raw(parser *ps, const char **out, size_t *len) {
+    const unsigned char *s = ++ps->p;
+    const unsigned char *q = skip_plain_run(ps, s);
+    if (!q)
+        return -1;
+    if (q >= ps->end) {
+        ps->p = q;
+        fail_at(ps, ps->end, "EOF while parsing a string");
+        return -1;
+    }
+    if (*q == '"') {
+        *out = (const char *)s;
+        *len = (size_t)(q - s);
+        ps->p = q + 1;
+        return 0;
+    }
+    if (*q < 0x20) {
+        ps->p = q;
+        fail(ps, "control character (\\u0000-\\u001F) found while parsing a string");
+        return -1;
+    }
+    return parse_string_escaped(ps, s, q, out, len);
+}
 
 static json_t *parse_number(parser *ps) {
     const unsigned char *s = ps->p, *q = s;
@@ -291,7 +321,7 @@ static json_t *parse_number(parser *ps) {
     size_t n = (size_t)(q - s);
     char *text = n < sizeof tmp ? tmp : malloc(n + 1);
     if (!text)
-        return fail(ps, "out of memory");
+        return nomem(ps);
     memcpy(text, s, n);
     text[n] = '\0';
     json_t *v = NULL;
@@ -316,7 +346,7 @@ static json_t *parse_number(parser *ps) {
     if (text != tmp)
         free(text);
     ps->p = q;
-    return v ? v : fail(ps, "out of memory");
+    return v ? v : nomem(ps);
 }
 
 static json_t *parse_literal(parser *ps, const char *word, json_t *value) {
@@ -333,145 +363,15 @@ static json_t *parse_literal(parser *ps, const char *word, json_t *value) {
     return fail(ps, q >= ps->end ? "EOF while parsing a value" : "expected ident");
 }
 
-static json_t *parse_array(parser *ps) {
-    if (++ps->depth > MAX_DEPTH)
-        return fail(ps, "recursion limit exceeded");
-    ps->p++;
-    json_t *arr = json_array();
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
-        ps->depth--;
-        return arr;
-    }
-    for (;;) {
-        json_t *v = parse_value(ps);
-        if (!v || json_array_append_new(arr, v) != 0)
-            goto failed;
-        skip_ws(ps);
-        if (ps->p >= ps->end) {
-            fail_at(ps, ps->end, "EOF while parsing a list");
-            goto failed;
-        }
-        if (*ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            if (ps->p < ps->end && *ps->p == ']') {
-                fail(ps, "trailing comma");
-                goto failed;
-            }
-            continue;
-        }
-        if (*ps->p == ']') {
-            ps->p++;
-            ps->depth--;
-            return arr;
-        }
-        fail(ps, "expected `,` or `]`");
-        goto failed;
-    }
-failed:
-    json_decref(arr);
-    return NULL;
-}
-
-static json_t *parse_object(parser *ps) {
-    if (++ps->depth > MAX_DEPTH)
-        return fail(ps, "recursion limit exceeded");
-    ps->p++;
-    json_t *obj = json_object();
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
-        ps->depth--;
-        return obj;
-    }
-    for (;;) {
-        skip_ws(ps);
-        if (ps->p >= ps->end) {
-            fail_at(ps, ps->end, "EOF while parsing an object");
-            goto failed;
-        }
-        if (*ps->p != '"') {
-            fail(ps, *ps->p == '}' ? "trailing comma" : "key must be a string");
-            goto failed;
-        }
-        const char *k;
-        size_t klen;
-        if (parse_string_raw(ps, &k, &klen) != 0)
-            goto failed;
-        if (memchr(k, '\0', klen)) {
-            fail(ps, "NUL characters are not supported");
-            goto failed;
-        }
-        char kstack[128];
-        char *key = klen < sizeof kstack ? kstack : malloc(klen + 1);
-        if (!key) {
-            fail(ps, "out of memory");
-            goto failed;
-        }
-        memcpy(key, k, klen);
-        key[klen] = '\0';
-        skip_ws(ps);
-        if (ps->p >= ps->end || *ps->p != ':') {
-            if (key != kstack)
-                free(key);
-            if (ps->p >= ps->end)
-                fail_at(ps, ps->end, "EOF while parsing an object");
-            else
-                fail(ps, "expected `:`");
-            goto failed;
-        }
-        ps->p++;
-        json_t *v = parse_value(ps);
-        if (!v) {
-            if (key != kstack)
-                free(key);
-            goto failed;
-        }
-        int rc = json_object_set_new_nocheck(obj, key, v); /* duplicate keys: the last wins */
-        if (key != kstack)
-            free(key);
-        if (rc != 0) {
-            fail(ps, "out of memory");
-            goto failed;
-        }
-        skip_ws(ps);
-        if (ps->p >= ps->end) {
-            fail_at(ps, ps->end, "EOF while parsing an object");
-            goto failed;
-        }
-        if (*ps->p == ',') {
-            ps->p++;
-            continue;
-        }
-        if (*ps->p == '}') {
-            ps->p++;
-            ps->depth--;
-            return obj;
-        }
-        fail(ps, "expected `,` or `}`");
-        goto failed;
-    }
-failed:
-    json_decref(obj);
-    return NULL;
-}
-
-static json_t *parse_value(parser *ps) {
-    skip_ws(ps);
-    if (ps->p >= ps->end)
-        return fail_at(ps, ps->end, "EOF while parsing a value");
+static json_t *parse_scalar(parser *ps) {
     switch (*ps->p) {
-    case '{': return parse_object(ps);
-    case '[': return parse_array(ps);
     case '"': {
         const char *s;
         size_t len;
         if (parse_string_raw(ps, &s, &len) != 0)
             return NULL;
         json_t *v = json_stringn_nocheck(s, len);
-        return v ? v : fail(ps, "out of memory");
+        return v ? v : nomem(ps);
     }
     case 't': return parse_literal(ps, "true", json_true());
     case 'f': return parse_literal(ps, "false", json_false());
@@ -483,14 +383,285 @@ static json_t *parse_value(parser *ps) {
     }
 }
 
-json_t *json_in_parse(const char *data, size_t len, json_in_error *err) {
+/* ---- arrays and objects, on the parser's own stack ---- */
+
+static size_t offset(const parser *ps) { return (size_t)(ps->p - ps->start); }
+
+static frame *innermost(parser *ps) { return &ps->stack[ps->depth - 1]; }
+
+/* Opens the array or object at ps->p. 0, or -1 after failing. */
+static int open_container(parser *ps) {
+    if (ps->depth >= ps->max_depth) {
+        fail_code(ps, ps->p + 1, JSON_IN_EDEPTH, "", "recursion limit exceeded");
+        return -1;
+    }
+    if (ps->depth == ps->stack_cap) {
+        int cap = ps->stack_cap * 2 < ps->max_depth ? ps->stack_cap * 2 : ps->max_depth;
+        frame *s = ps->stack == ps->inline_frames ? malloc((size_t)cap * sizeof *s)
+                                                   : realloc(ps->stack, (size_t)cap * sizeof *s);
+        if (!s) {
+            nomem(ps);
+            return -1;
+        }
+        if (ps->stack == ps->inline_frames)
+            memcpy(s, ps->inline_frames, sizeof ps->inline_frames);
+        ps->stack = s;
+        ps->stack_cap = cap;
+    }
+    json_t *c = *ps->p == '{' ? json_object() : json_array();
+    if (!c) {
+        nomem(ps);
+        return -1;
+    }
+    frame *f = &ps->stack[ps->depth++];
+    f->container = c;
+    f->is_object = *ps->p == '{';
+    f->key_at = ps->keys.len;
+    f->index = 0;
+    f->member = ps->depth == 2 && ps->pending && ps->pending->with_items ? ps->pending : NULL;
+    ps->p++;
+    return 0;
+}
+
+/* Appends len bytes of s to out (cap bytes, NUL-terminated), cut at a character boundary
+ * when they do not fit. */
+static void append_clipped(char *out, size_t cap, size_t *n, const char *s, size_t len) {
+    if (*n + 1 >= cap)
+        return;
+    if (len > cap - 1 - *n) {
+        len = cap - 1 - *n;
+        while (len && ((unsigned char)s[len] & 0xC0) == 0x80)
+            len--;
+    }
+    memcpy(out + *n, s, len);
+    *n += len;
+    out[*n] = '\0';
+}
+
+/* serde's wording; the path (serde_path_to_error's form, `input.a[0]`) names the object
+ * holding the key (the innermost frame), and the position is just past the repeated key. */
+static void fail_duplicate(parser *ps, const frame *dup) {
+    char prefix[64], msg[96], index[32]; /* long names are cut: the whole text fits in 200 */
+    size_t n = 0, m = 0;
+    prefix[0] = '\0';
+    for (int i = 0; i < ps->depth - 1; i++) {
+        const frame *f = &ps->stack[i];
+        if (f->is_object) {
+            if (n)
+                append_clipped(prefix, sizeof prefix - 2, &n, ".", 1);
+            const char *k = ps->keys.data + f->key_at;
+            append_clipped(prefix, sizeof prefix - 2, &n, k, strlen(k));
+        } else {
+            int len = snprintf(index, sizeof index, "[%zu]", f->index);
+            append_clipped(prefix, sizeof prefix - 2, &n, index, (size_t)len);
+        }
+    }
+    if (n)
+        append_clipped(prefix, sizeof prefix, &n, ": ", 2);
+    const char *key = ps->keys.data + dup->key_at;
+    append_clipped(msg, sizeof msg, &m, "duplicate field `", 17);
+    append_clipped(msg, sizeof msg - 1, &m, key, strlen(key));
+    append_clipped(msg, sizeof msg, &m, "`", 1);
+    fail_code(ps, ps->start + dup->key_end, JSON_IN_EDUPLICATE, prefix, msg);
+}
+
+static json_in_member *member_named(json_in_options *opts, const char *key) {
+    for (size_t i = 0; i < opts->num_members; i++) {
+        json_in_member *m = &opts->members[i];
+        if (!strcmp(m->key, key)) {
+            free(m->item_ends); /* a duplicate allowed in: the last wins */
+            m->item_ends = NULL;
+            m->num_items = 0;
+            m->found = 1;
+            return m;
+        }
+    }
+    return NULL;
+}
+
+/* Reads `"key" :` in the innermost object, at or before ps->p. 0, or -1 after failing. */
+static int read_key(parser *ps, frame *f) {
+    skip_ws(ps);
+    if (ps->p >= ps->end) {
+        fail_at(ps, ps->end, "EOF while parsing an object");
+        return -1;
+    }
+    if (*ps->p != '"') {
+        fail(ps, *ps->p == '}' ? "trailing comma" : "key must be a string");
+        return -1;
+    }
+    const char *k;
+    size_t klen;
+    if (parse_string_raw(ps, &k, &klen) != 0)
+        return -1;
+    if (memchr(k, '\0', klen)) {
+        fail(ps, "NUL characters are not supported");
+        return -1;
+    }
+    f->key_end = offset(ps);
+    buf *keys = &ps->keys;
+    keys->len = f->key_at; /* the previous key of this object is done with */
+    if (keys->len + klen + 1 >= keys->cap && buf_reserve(keys, klen + 1) != BUF_OK) {
+        nomem(ps);
+        return -1;
+    }
+    memcpy(keys->data + keys->len, k, klen);
+    keys->data[keys->len + klen] = '\0';
+    keys->len += klen + 1;
+    skip_ws(ps);
+    if (ps->p >= ps->end || *ps->p != ':') {
+        if (ps->p >= ps->end)
+            fail_at(ps, ps->end, "EOF while parsing an object");
+        else
+            fail(ps, "expected `:`");
+        return -1;
+    }
+    ps->p++;
+    if (ps->depth == 1 && ps->opts && ps->opts->num_members)
+        ps->pending = member_named(ps->opts, keys->data + f->key_at);
+    return 0;
+}
+
+/* A value ended: into its container it goes (the record of a located member updated). Then
+ * 0: the next value starts at ps->p; 1: the container ended too and is now *v; 2: *v was the
+ * top-level value; -1: failed (*v is consumed either way). */
+static int value_ended(parser *ps, json_t **v) {
+    if (ps->depth == 0)
+        return 2;
+    frame *f = innermost(ps);
+    size_t at = offset(ps);
+    if (f->member) {
+        json_in_member *m = f->member;
+        if ((m->num_items & (m->num_items + 1)) == 0) { /* 0, 1, 3, 7, ...: full, double */
+            size_t *e = realloc(m->item_ends, (2 * m->num_items + 2) * sizeof *e);
+            if (!e) {
+                json_decref(*v);
+                *v = NULL;
+                nomem(ps);
+                return -1;
+            }
+            m->item_ends = e;
+        }
+        m->item_ends[m->num_items++] = at;
+    }
+    int is_object = f->is_object;
+    int rc;
+    if (is_object) {
+        if (ps->depth == 1 && ps->pending) {
+            ps->pending->end = at;
+            ps->pending = NULL;
+        }
+        rc = json_object_set_new_nocheck(f->container, ps->keys.data + f->key_at, *v);
+    } else {
+        rc = json_array_append_new(f->container, *v);
+    }
+    *v = NULL;
+    if (rc != 0) {
+        nomem(ps);
+        return -1;
+    }
+    /* A repeated key replaced a value instead of adding one. Found here rather than when
+     * the key is read, the check costs nothing; it is reported at the key all the same. */
+    if (is_object && (ps->flags & JSON_IN_REJECT_DUPLICATES) && json_object_size(f->container) == f->index) {
+        fail_duplicate(ps, f);
+        return -1;
+    }
+    f->index++;
+    skip_ws(ps);
+    if (ps->p >= ps->end) {
+        fail_at(ps, ps->end, is_object ? "EOF while parsing an object" : "EOF while parsing a list");
+        return -1;
+    }
+    if (*ps->p == ',') {
+        ps->p++;
+        if (is_object)
+            return read_key(ps, f);
+        skip_ws(ps);
+        if (ps->p < ps->end && *ps->p == ']') {
+            fail(ps, "trailing comma");
+            return -1;
+        }
+        return 0;
+    }
+    if (*ps->p == (is_object ? '}' : ']')) {
+        ps->p++;
+        *v = f->container;
+        ps->keys.len = f->key_at;
+        ps->depth--;
+        return 1;
+    }
+    fail(ps, is_object ? "expected `,` or `}`" : "expected `,` or `]`");
+    return -1;
+}
+
+/* One value and everything inside it, iteratively: depth is bounded by max_depth, not by
+ * the C stack. */
+static json_t *parse_document(parser *ps) {
+    json_t *v = NULL;
+    int rc;
+    for (;;) {
+        skip_ws(ps);
+        if (ps->p >= ps->end) {
+            fail_at(ps, ps->end, "EOF while parsing a value");
+            goto failed;
+        }
+        if (ps->pending && ps->depth == 1)
+            ps->pending->start = offset(ps);
+        unsigned char c = *ps->p;
+        if (c == '{' || c == '[') {
+            if (open_container(ps) != 0)
+                goto failed;
+            skip_ws(ps);
+            if (ps->p >= ps->end || *ps->p != (c == '{' ? '}' : ']')) {
+                if (c == '{' && read_key(ps, innermost(ps)) != 0)
+                    goto failed;
+                continue; /* to the first item */
+            }
+            ps->p++; /* empty */
+            v = innermost(ps)->container;
+            ps->depth--;
+        } else if (!(v = parse_scalar(ps))) {
+            goto failed;
+        }
+        while ((rc = value_ended(ps, &v)) == 1)
+            ;
+        if (rc == 2)
+            return v;
+        if (rc < 0)
+            goto failed;
+    }
+failed:
+    json_decref(v);
+    while (ps->depth > 0)
+        json_decref(ps->stack[--ps->depth].container);
+    return NULL;
+}
+
+json_t *json_in_parse_with(const char *data, size_t len, json_in_options *opts, json_in_error *err) {
     parser ps = {.p = (const unsigned char *)data, .start = (const unsigned char *)data,
-                 .end = (const unsigned char *)data + len, .err = err};
-    if (err)
+                 .end = (const unsigned char *)data + len, .err = err, .opts = opts,
+                 .flags = opts ? opts->flags : 0,
+                 .max_depth = opts && opts->max_depth > 0 ? opts->max_depth : JSON_IN_MAX_DEPTH};
+    ps.stack = ps.inline_frames;
+    ps.stack_cap = INLINE_FRAMES;
+    if (err) {
+        err->code = 0;
+        err->line = err->column = 0;
         err->text[0] = '\0';
+    }
+    for (size_t i = 0; opts && i < opts->num_members; i++) {
+        json_in_member *m = &opts->members[i];
+        m->found = 0;
+        m->start = m->end = 0;
+        m->item_ends = NULL;
+        m->num_items = 0;
+    }
     buf_init(&ps.scratch, (size_t)1 << 31);
-    json_t *v = parse_value(&ps);
+    buf_init(&ps.keys, (size_t)1 << 31);
+    json_t *v = parse_document(&ps);
     if (v) {
+        if (opts)
+            opts->end = offset(&ps);
         skip_ws(&ps);
         if (ps.p < ps.end) {
             fail(&ps, "trailing characters");
@@ -498,95 +669,58 @@ json_t *json_in_parse(const char *data, size_t len, json_in_error *err) {
             v = NULL;
         }
     }
+    if (ps.stack != ps.inline_frames)
+        free(ps.stack);
     buf_free(&ps.scratch);
+    buf_free(&ps.keys);
     return v;
 }
 
-/* ---- spans: where a member's value sits in the raw text ---- */
-
-static const unsigned char *skip_ws_raw(const unsigned char *p, const unsigned char *end) {
-    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
-        p++;
-    return p;
+json_t *json_in_parse(const char *data, size_t len, json_in_error *err) {
+    return json_in_parse_with(data, len, NULL, err);
 }
 
-/* Past the string at p (its opening quote); NULL if unterminated. */
-static const unsigned char *skip_string_raw(const unsigned char *p, const unsigned char *end) {
-    p++;
-    for (;;) {
-        p = swar_skip_plain(p, end);
-        while (p < end && *p != '"' && *p != '\\')
-            p++;
-        if (p >= end)
-            return NULL;
-        if (*p == '"')
-            return p + 1;
-        p += 2; /* an escape: skip the escaped byte */
+void json_in_members_free(json_in_member *members, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(members[i].item_ends);
+        members[i].item_ends = NULL;
+        members[i].num_items = 0;
     }
 }
 
-/* Past one (already valid) value. */
-static const unsigned char *skip_value_raw(const unsigned char *p, const unsigned char *end) {
-    p = skip_ws_raw(p, end);
-    if (p >= end)
-        return NULL;
-    if (*p == '"')
-        return skip_string_raw(p, end);
-    if (*p == '{' || *p == '[') {
-        int depth = 0;
-        while (p < end) {
-            if (*p == '"') {
-                p = skip_string_raw(p, end);
-                if (!p)
-                    return NULL;
-                continue;
-            }
-            if (*p == '{' || *p == '[')
-                depth++;
-            else if ((*p == '}' || *p == ']') && --depth == 0)
-                return p + 1;
-            p++;
+json_t *json_in_parse_file(const char *path, json_in_error *err) {
+    json_t *v = NULL;
+    char *data = NULL;
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0)
+        goto io_failed;
+    size_t size = (size_t)st.st_size, have = 0;
+    data = malloc(size + 1);
+    if (!data)
+        goto io_failed;
+    while (have < size) {
+        ssize_t n = read(fd, data + have, size - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO; /* shorter than fstat said */
+            goto io_failed;
         }
-        return NULL;
+        have += (size_t)n;
     }
-    while (p < end && !strchr(",]} \t\r\n", *p))
-        p++;
-    return p;
-}
-
-int json_in_member_span(const char *data, size_t len, const char *key, size_t *off, size_t *vlen) {
-    const unsigned char *start = (const unsigned char *)data, *end = start + len;
-    const unsigned char *p = skip_ws_raw(start, end), *found = NULL, *found_end = NULL;
-    size_t klen = strlen(key);
-    if (p >= end || *p != '{')
-        return -1;
-    p = skip_ws_raw(p + 1, end);
-    while (p && p < end && *p == '"') {
-        const unsigned char *k = p + 1;
-        const unsigned char *kend = skip_string_raw(p, end);
-        if (!kend)
-            return -1;
-        int match = (size_t)(kend - 1 - k) == klen && !memcmp(k, key, klen);
-        p = skip_ws_raw(kend, end);
-        if (p >= end || *p != ':')
-            return -1;
-        const unsigned char *v = skip_ws_raw(p + 1, end);
-        p = skip_value_raw(v, end);
-        if (!p)
-            return -1;
-        if (match) { /* duplicates: the last wins, as in the parser */
-            found = v;
-            found_end = p;
-        }
-        p = skip_ws_raw(p, end);
-        if (p < end && *p == ',')
-            p = skip_ws_raw(p + 1, end);
-        else
-            break;
+    v = json_in_parse(data, size, err);
+    goto done;
+io_failed:
+    if (err) {
+        err->code = JSON_IN_EIO;
+        err->line = err->column = 0;
+        snprintf(err->text, sizeof err->text, "cannot read %s: %s", path, strerror(errno));
     }
-    if (!found)
-        return -1;
-    *off = (size_t)(found - start);
-    *vlen = (size_t)(found_end - found);
-    return 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    free(data);
+    return v;
 }

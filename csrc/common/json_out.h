@@ -8,7 +8,7 @@
 
 #include "common/buf.h"
 
-#define JSON_OUT_SORTED 1 /* object keys in byte order (map-built objects, SPEC 0) */
+#define JSON_OUT_SORTED 1 /* object keys in byte order (map-built objects: docs/http-api.md#conventions) */
 
 /* Appends the encoding of v to out. 0, or a buf error (out may hold a partial value). */
 int json_out_append(buf *out, const json_t *v, int flags);

@@ -1,4 +1,4 @@
-/* common/log.h: structured log lines on stderr (SPEC 1.6) and the setup-log accumulator. */
+/* common/log.h: structured log lines on stderr (docs/logging.md) and the setup-log accumulator. */
 #ifndef COGLET_LOG_H
 #define COGLET_LOG_H
 

@@ -11,7 +11,7 @@
 uint64_t now_realtime_ns(void);
 double now_monotonic(void); /* seconds */
 /* RFC 3339 UTC with +00:00 and 0/3/6/9 fraction digits (the fewest that keep every
- * non-zero digit), as SPEC 3.12 shows. out must hold 40 bytes. */
+ * non-zero digit), as the health check shows them (docs/http-api.md#health-check). out must hold 40 bytes. */
 void format_rfc3339(uint64_t ns, char *out, size_t outlen);
 /* 2026-01-01T12:00:00.123456Z, for log lines. out must hold 32 bytes. */
 void format_log_timestamp(uint64_t ns, char *out, size_t outlen);

@@ -113,6 +113,21 @@ struct core {
     /* predictions (core/prediction.c) */
     prediction *registry;
     int num_inflight;
+    /* operations (docs/operations.md): the timeout doors apply, the wait queue (core.c) */
+    double predict_timeout; /* COG_PREDICT_TIMEOUT, seconds; 0 = none */
+    double timeout_grace;   /* COGLET_PREDICT_TIMEOUT_GRACE: a cancel ignored this long is given up on */
+    int queue_depth;        /* COG_QUEUE_DEPTH: how many may wait for a slot; 0 = none (409) */
+    prediction *wait_head, *wait_tail;
+    int num_waiting;
+    uv_idle_t waitq_idle;   /* hands freed slots to waiting predictions on the next turn */
+    /* worker restart (core/restart.c): COGLET_RESTART_WORKER */
+    int restart_enabled;
+    int restart_max;        /* COGLET_RESTART_MAX: restarts in a row without a success */
+    double restart_backoff; /* COGLET_RESTART_BACKOFF: seconds before the first; doubles, 30 s at most */
+    int restart_streak;     /* restarts since the last succeeded prediction */
+    int restarting;         /* the worker died and another is on its way */
+    uv_timer_t restart_timer;
+    struct tracer *tracer; /* core/trace.c; NULL when tracing is off */
     /* outgoing HTTP: webhooks and uploads */
     http_client client;
     int client_open;
@@ -154,6 +169,8 @@ void core_shutdown_check(core *c);
 /* Whether a new prediction would be taken now; why not, when not. */
 typedef enum { ADMIT_OK, ADMIT_SHUTTING_DOWN, ADMIT_DEFUNCT, ADMIT_NOT_READY, ADMIT_BUSY } admit_result;
 admit_result core_admit(const core *c);
+/* Whether a new prediction would find a slot or a place in the wait queue. */
+int core_has_room(const core *c);
 /* The validator for a prediction or a training input (NULL: none). */
 const validator *core_validator(const core *c, int is_training);
 
@@ -173,6 +190,13 @@ void core_setup_failed(core *c, const char *error);
 void health_on_result(core *c, json_t *msg);
 void health_fail_waiters(core *c, const char *error);
 void shutdown_init(core *c);
+/* core.c: spawns the worker (core_start, and again for a restart). */
+void core_spawn_worker(core *c);
+void core_collect_stats(void *arg); /* the scrape's gauges: slots, the queue, in flight */
+/* restart.c: 1 when a new worker will come (the queue keeps waiting), 0 when not. */
+int restart_after_crash(core *c);
+int restart_after_setup_failure(core *c);
+void restart_read_env(core *c);
 void core_abandon_deliveries(core *c, const char *why);
 
 #endif

@@ -1,67 +1,93 @@
-/* core/deadline.c: a time limit on one prediction, counted from its start. On expiry the
- * worker is asked to cancel it (as a cancel request would), and the prediction ends `failed`
- * with "Prediction timed out" instead of `canceled`, keeping the outputs it had produced.
- * The queue door's --predict-timeout uses it; one timer per prediction that has a limit. */
+/* core/deadline.c: a prediction's time limit (COG_PREDICT_TIMEOUT for HTTP, the queue's
+ * --predict-timeout). One timer per prediction with a limit, armed when it starts on its slot:
+ * the first expiry cancels it in the worker and marks it timed out (prediction_finish turns
+ * the canceled end into `failed: Prediction timed out`); the second, a grace period later,
+ * ends it even though the worker never answered. docs/operations.md ("Prediction timeout"). */
 #include <stdlib.h>
 
 #include "common/log.h"
 #include "common/util.h"
 #include "core/prediction_impl.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::prediction"
 
-struct pred_deadline {
+struct deadline_timer {
     uv_timer_t timer;
     prediction *p; /* a reference, dropped when the timer has closed */
+    int cancel_sent;
 };
 
-static void on_closed(uv_handle_t *h) {
-    pred_deadline *d = container_of((uv_timer_t *)h, pred_deadline, timer);
-    prediction_unref(d->p);
-    free(d);
-}
-
-static void on_expired(uv_timer_t *t) {
-    pred_deadline *d = container_of(t, pred_deadline, timer);
-    prediction *p = d->p;
-    if (prediction_is_terminal(p))
-        return;
-    log_event(LOG_WARN, TARGET, json_pack("{s:s, s:f}", "prediction_id", p->id, "timeout", p->deadline_s),
-              "prediction timed out; cancelling it");
-    p->timed_out = 1;
-    prediction_cancel(p);
-}
-
-static void arm(prediction *p) {
-    if (p->deadline || p->deadline_s <= 0 || prediction_is_terminal(p))
-        return;
-    pred_deadline *d = calloc(1, sizeof *d);
-    if (!d || uv_timer_init(p->core->loop, &d->timer) != 0) {
-        free(d);
-        log_error(TARGET, "prediction %s: cannot arm its time limit", p->id);
-        return;
-    }
-    d->p = p;
-    prediction_ref(p);
-    p->deadline = d;
-    uv_timer_start(&d->timer, on_expired, (uint64_t)(p->deadline_s * 1000), 0);
-}
-
-void prediction_set_deadline(prediction *p, double seconds) {
-    p->deadline_s = seconds;
-    if (p->started_dispatch)
-        arm(p);
-}
-
-void deadline_on_start(prediction *p) {
-    arm(p);
+static void on_timer_closed(uv_handle_t *h) {
+    struct deadline_timer *dt = container_of(h, struct deadline_timer, timer);
+    prediction_unref(dt->p);
+    free(dt);
 }
 
 void deadline_clear(prediction *p) {
-    pred_deadline *d = p->deadline;
-    if (!d)
+    struct deadline_timer *dt = p->deadline;
+    if (!dt)
         return;
     p->deadline = NULL;
-    uv_timer_stop(&d->timer);
-    uv_close((uv_handle_t *)&d->timer, on_closed);
+    uv_timer_stop(&dt->timer);
+    uv_close((uv_handle_t *)&dt->timer, on_timer_closed);
 }
+
+/* The worker never answered the cancel: the prediction ends now; the slot stays out of
+ * service until the worker reports the run over (dispatch.c gives it back then). */
+static void abandon(prediction *p) {
+    core *c = p->core;
+    log_event(LOG_WARN, TARGET, json_pack("{s:s}", "prediction_id", p->id),
+              "the worker did not stop the prediction within %.1fs of its timeout; ending it, and its slot "
+              "is out of service until the worker finishes it",
+              c->timeout_grace);
+    prediction_ref(p);
+    dispatch_abandon(p);
+    outputs_abort(c, p);
+    prediction_finish(p, PRED_FAILED, "Prediction timed out");
+    prediction_unref(p);
+}
+
+static void on_expired(uv_timer_t *t) {
+    struct deadline_timer *dt = container_of(t, struct deadline_timer, timer);
+    prediction *p = dt->p;
+    if (prediction_is_terminal(p))
+        return;
+    if (dt->cancel_sent) {
+        abandon(p);
+        return;
+    }
+    dt->cancel_sent = 1;
+    p->timed_out = 1;
+    log_event(LOG_WARN, TARGET, json_pack("{s:s}", "prediction_id", p->id),
+              "Prediction timed out after %gs; cancelling it", p->deadline_s);
+    stats_inc(STAT_PREDICTIONS_TIMED_OUT, p->door, NULL);
+    uv_timer_start(&dt->timer, on_expired, (uint64_t)(p->core->timeout_grace * 1000), 0);
+    prediction_ref(p);
+    prediction_cancel(p); /* may end p at once (only file outputs were left): the timer closes */
+    prediction_unref(p);
+}
+
+void deadline_arm(prediction *p) {
+    if (p->deadline || p->deadline_s <= 0 || prediction_is_terminal(p))
+        return;
+    struct deadline_timer *dt = calloc(1, sizeof *dt);
+    if (!dt) {
+        log_error(TARGET, "prediction %s: out of memory arming its timeout", p->id);
+        return;
+    }
+    uv_timer_init(p->core->loop, &dt->timer);
+    dt->p = p;
+    prediction_ref(p);
+    p->deadline = dt;
+    uv_timer_start(&dt->timer, on_expired, (uint64_t)(p->deadline_s * 1000), 0);
+}
+
+void prediction_set_deadline(prediction *p, double seconds) {
+    deadline_clear(p);
+    p->deadline_s = seconds > 0 ? seconds : 0;
+    if (p->slot && p->status == PRED_PROCESSING)
+        deadline_arm(p); /* already running: counted from now */
+}
+
+int prediction_timed_out(const prediction *p) { return p->timed_out; }

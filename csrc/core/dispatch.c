@@ -11,10 +11,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fs.h"
+#include "common/ids.h"
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "core/prediction_impl.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::service"
 #define SPILL_THRESHOLD ((size_t)6 << 20)
@@ -26,15 +29,34 @@ void dispatch_unlink(prediction *p, slot_fate fate) {
     if (!s)
         return;
     core *c = p->core;
+    trace_run_end(p); /* the worker is done with it */
     s->prediction = NULL;
     p->slot = NULL;
-    if (fate == SLOT_POISON)
+    if (fate == SLOT_POISON) {
         orchestrator_poison(&c->orch, s);
-    else
+    } else {
         orchestrator_release_slot(&c->orch, s);
+        waitq_schedule(c);
+    }
     prediction_unref(p); /* the slot's */
     if (fate == SLOT_RELEASE)
         core_notify_doors(c);
+}
+
+void dispatch_abandon(prediction *p) {
+    if (p->slot)
+        p->slot->abandoned = 1;
+    dispatch_unlink(p, SLOT_POISON);
+}
+
+/* A terminal message on a slot whose prediction was abandoned: the worker is done with it. */
+static void slot_back(core *c, slot *s, const char *type) {
+    if (!s->abandoned || (strcmp(type, "done") && strcmp(type, "failed") && strcmp(type, "cancelled")))
+        return;
+    s->abandoned = 0;
+    log_info(TARGET, "slot %d is free again: the worker finished the abandoned prediction", s->index);
+    orchestrator_unpoison(&c->orch, s);
+    waitq_schedule(c);
 }
 
 /* Nothing reached the worker (or it can never answer): the slot's fate, then p fails. */
@@ -113,32 +135,6 @@ typedef struct spill_job {
     char error[1600];
 } spill_job;
 
-static int mkdirs(char *path) {
-    for (char *ch = path + 1; *ch; ch++) {
-        if (*ch != '/')
-            continue;
-        *ch = '\0';
-        int rc = mkdir(path, 0755);
-        *ch = '/';
-        if (rc != 0 && errno != EEXIST)
-            return -1;
-    }
-    return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
-}
-
-static int write_all(int fd, const char *data, size_t len) {
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        off += (size_t)n;
-    }
-    return 0;
-}
-
 static void spill_write(uv_work_t *req) {
     spill_job *job = container_of(req, spill_job, work);
     char dir[1400];
@@ -146,8 +142,9 @@ static void spill_write(uv_work_t *req) {
     char *slash = strrchr(dir, '/');
     if (slash)
         *slash = '\0';
-    if (mkdirs(dir) != 0) {
-        snprintf(job->error, sizeof job->error, "cannot create %s: %s", dir, strerror(errno));
+    int rc = fs_mkdirs(dir, 0755);
+    if (rc != 0) {
+        snprintf(job->error, sizeof job->error, "cannot create %s: %s", dir, strerror(-rc));
         return;
     }
     int fd = open(job->path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
@@ -155,8 +152,9 @@ static void spill_write(uv_work_t *req) {
         snprintf(job->error, sizeof job->error, "cannot create %s: %s", job->path, strerror(errno));
         return;
     }
-    if (write_all(fd, job->text, job->len) != 0)
-        snprintf(job->error, sizeof job->error, "writing %s: %s", job->path, strerror(errno));
+    rc = fs_write_all(fd, job->text, job->len);
+    if (rc != 0)
+        snprintf(job->error, sizeof job->error, "writing %s: %s", job->path, strerror(-rc));
     close(fd);
     if (job->error[0])
         unlink(job->path);
@@ -183,15 +181,6 @@ static void spill_done(uv_work_t *req, int status) {
     free(job);
 }
 
-static void random_hex(char *out, int n) {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char b[32];
-    uv_random(NULL, NULL, b, sizeof b, 0, NULL);
-    for (int i = 0; i < n && i < 32; i++)
-        out[i] = hex[b[i] & 15];
-    out[n] = '\0';
-}
-
 static void spill_input(prediction *p, slot *s, json_t *msg, const char *outdir, buf *input) {
     spill_job *job = calloc(1, sizeof *job);
     if (!job) {
@@ -201,7 +190,14 @@ static void spill_input(prediction *p, slot *s, json_t *msg, const char *outdir,
         return;
     }
     char uuid[40];
-    random_hex(uuid, 32);
+    int rc = ids_random_hex(uuid, 32);
+    if (rc != 0) {
+        free(job);
+        buf_free(input);
+        json_decref(msg);
+        dispatch_failed(p, SLOT_RELEASE, "Failed to send request: no randomness for the spill file name");
+        return;
+    }
     /* .../{id}/outputs -> .../{id}/inputs/spill_{uuid}.json */
     snprintf(job->path, sizeof job->path, "%.*s/inputs/spill_%s.json", (int)(strrchr(outdir, '/') - outdir), outdir,
              uuid);
@@ -243,12 +239,17 @@ static int input_bytes(prediction *p, buf *in) {
 void dispatch_prediction(prediction *p) {
     core *c = p->core;
     slot *s = p->slot;
-    core_register(c, p);
+    if (!p->in_registry)
+        core_register(c, p);
+    double now = now_monotonic();
+    stats_observe(STAT_PREDICTION_WAIT, now - p->created, NULL, NULL);
+    p->started = now; /* predict_time and the deadline count from here, not from the wait */
     p->status = PRED_PROCESSING;
+    deadline_arm(p);
+    trace_run_begin(p);
     /* the dispatch number first: a cancel raised by the start events (an SSE client already
      * gone) must reach the worker, which holds it until the predict frame */
     p->seq = ++s->seq;
-    deadline_on_start(p);
     prediction_emit_start(p);
     if (p->slot != s)
         return; /* finished meanwhile */
@@ -315,6 +316,7 @@ void dispatch_on_slot_message(core *c, slot *s, json_t *msg) {
             log_without_prediction(msg);
         else
             log_debug(TARGET, "dropping %s on idle slot %d", type, s->index);
+        slot_back(c, s, type);
         return;
     }
     if (!strcmp(type, "log_line")) {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/build_info.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "core/core.h"
@@ -20,7 +21,7 @@ const char *core_health_name(const core *c) {
     switch (c->health) {
     case HEALTH_UNKNOWN: return "UNKNOWN";
     case HEALTH_STARTING: return "STARTING";
-    case HEALTH_READY: return orchestrator_free_slots(&c->orch) == 0 ? "BUSY" : "READY";
+    case HEALTH_READY: return core_has_room(c) ? "READY" : "BUSY"; /* BUSY: a create would get 409 */
     case HEALTH_SETUP_FAILED: return "SETUP_FAILED";
     case HEALTH_DEFUNCT: return "DEFUNCT";
     }
@@ -45,9 +46,11 @@ json_t *core_health_json(const core *c) {
         json_object_set_new(o, "setup", setup);
     }
     json_t *v = json_object();
-    json_object_set_new(v, "coglet", json_string(COGLET_VERSION));
-    json_object_set_new(v, "git_sha", json_string(COGLET_GIT_DIRTY ? COGLET_GIT_SHA "-dirty" : COGLET_GIT_SHA));
-    json_object_set_new(v, "build_time", json_string(COGLET_BUILD_TIME));
+    char sha[80];
+    snprintf(sha, sizeof sha, "%s%s", coglet_build.git_sha, coglet_build.git_dirty ? "-dirty" : "");
+    json_object_set_new(v, "coglet", json_string(coglet_build.version));
+    json_object_set_new(v, "git_sha", json_string(sha));
+    json_object_set_new(v, "build_time", json_string(coglet_build.build_time));
     if (c->cfg.python_sdk_version)
         json_object_set_new(v, "python_sdk", json_string(c->cfg.python_sdk_version));
     if (c->cfg.python_version)

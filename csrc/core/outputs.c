@@ -1,7 +1,7 @@
-/* service/outputs.c: outputs the parent produces from files (SPEC 5.2, 7.6): data URLs and
- * oversized (spilled) values are read on libuv's thread pool, uploads stream the file from
- * disk through libcurl on the loop. Each output keeps the place the predictor gave it
- * (the original appends in completion order); an upload is retried on 5xx / transport
+/* core/outputs.c: outputs the parent produces from files (docs/files.md#outputs-in-the-parent):
+ * data URLs and oversized (spilled) values are read on libuv's thread pool, uploads stream
+ * the file from disk through libcurl on the loop. Each output keeps the place the predictor
+ * gave it (the Rust coglet appends in completion order); an upload is retried on 5xx / transport
  * errors, and one that finally fails fails the prediction instead of vanishing. */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,11 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/json_in.h"
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "core/outputs.h"
 #include "core/prediction_impl.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::outputs"
 #define UPLOAD_MAX_RETRIES 3
@@ -39,6 +41,8 @@ struct output_op {
     int in_pool;
     /* upload */
     FILE *file;
+    long long size; /* the file being uploaded */
+    trace_span *span; /* the upload, retries included */
     client_request *req;
     int attempt;
     uv_timer_t retry;
@@ -134,8 +138,8 @@ static void work_read(uv_work_t *req) {
         if (url)
             op->result = json_string_adopt(url, strlen(url)); /* taken, not copied: 85 MB once */
     } else {
-        json_error_t err;
-        op->result = json_load_file(op->path, JSON_DECODE_ANY, &err);
+        json_in_error err; /* our reader: jansson's own takes seconds on a large value */
+        op->result = json_in_parse_file(op->path, &err);
         if (!op->result)
             set_error(&op->error, "cannot read oversized output %s: %s", op->path, err.text);
     }
@@ -146,6 +150,10 @@ static void work_read(uv_work_t *req) {
 /* ---- op bookkeeping ---- */
 
 static void op_free(output_op *op) {
+    if (op->span) {
+        trace_span_error(op->span, "aborted");
+        trace_span_end(op->span);
+    }
     if (op->file)
         fclose(op->file);
     json_decref(op->result);
@@ -184,6 +192,13 @@ static void op_settle(output_op *op) {
     prediction *p = op->p;
     prediction_ref(p);
     op_unlink(op);
+    if (op->span) {
+        trace_span_int(op->span, "coglet.upload.attempts", op->attempt);
+        if (op->error)
+            trace_span_error(op->span, op->error);
+        trace_span_end(op->span);
+        op->span = NULL;
+    }
     if (op->error) {
         log_event(LOG_ERROR, TARGET, json_pack("{s:s}", "prediction_id", p->id), "%s", op->error);
         if (!p->output_error)
@@ -221,7 +236,7 @@ static void upload_start(output_op *op);
 
 static void on_retry(uv_timer_t *t) { upload_start(t->data); }
 
-/* The output URL: Location, else the final URL, without its query (SPEC 5.2). */
+/* The output URL: Location, else the final URL, without its query (docs/files.md#outputs-in-the-parent). */
 static char *output_url(const client_result *res) {
     const char *u = res->location && *res->location ? res->location : res->effective_url;
     if (!u)
@@ -247,7 +262,10 @@ static char *output_url(const client_result *res) {
 static void on_uploaded(void *ctx, const client_result *res) {
     output_op *op = ctx;
     op->req = NULL;
-    if (res->code == CURLE_OK && res->status >= 200 && res->status < 300) {
+    int ok = res->code == CURLE_OK && res->status >= 200 && res->status < 300;
+    stats_inc(STAT_UPLOADS, ok ? "uploaded" : "failed", NULL);
+    if (ok) {
+        stats_add(STAT_UPLOAD_BYTES, (double)op->size, NULL, NULL);
         char *url = output_url(res);
         op->result = json_string(url ? url : "");
         free(url);
@@ -306,7 +324,14 @@ static void upload_start(output_op *op) {
         op_settle(op);
         return;
     }
-    const char *headers[] = {ctype, "Expect:", NULL};
+    op->size = (long long)st.st_size;
+    if (!op->span && (op->span = prediction_child_span(op->p, "upload", SPAN_CLIENT)))
+        trace_span_int(op->span, "coglet.upload.bytes", op->size);
+    char tp[16 + TRACEPARENT_LEN];
+    memcpy(tp, "traceparent: ", 14);
+    const char *headers[] = {ctype, "Expect:", NULL, NULL};
+    if (prediction_traceparent(op->p, op->span, tp + 13) == 0)
+        headers[2] = tp;
     client_request_opts opts = {
         .method = "PUT",
         .url = url,

@@ -9,6 +9,7 @@
 #include "common/util.h"
 #include "core/metrics.h"
 #include "core/prediction_impl.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::prediction"
 
@@ -51,12 +52,24 @@ static prediction *prediction_new(core *c, const char *id, int is_training) {
     p->metrics = json_object();
     p->context = json_object();
     buf_init(&p->logs, PRED_LOGS_MAX);
-    p->started = now_monotonic();
+    p->created = p->started = now_monotonic();
+    p->created_ns = now_realtime_ns();
     if (!p->id || !p->outputs || !p->metrics || !p->context) {
         prediction_unref(p);
         return NULL;
     }
     return p;
+}
+
+static const char *reject_reason(admit_result why) {
+    switch (why) {
+    case ADMIT_SHUTTING_DOWN: return "shutting_down";
+    case ADMIT_DEFUNCT: return "defunct";
+    case ADMIT_NOT_READY: return "not_ready";
+    case ADMIT_BUSY: return "busy";
+    case ADMIT_OK: break;
+    }
+    return "out_of_memory";
 }
 
 prediction *prediction_create(core *c, prediction_request *req, admit_result *why) {
@@ -65,11 +78,12 @@ prediction *prediction_create(core *c, prediction_request *req, admit_result *wh
     req->input = NULL;
     req->input_raw = NULL;
     *why = core_admit(c);
-    slot *s = *why == ADMIT_OK ? orchestrator_acquire_slot(&c->orch) : NULL;
-    if (*why == ADMIT_OK && !s)
+    /* a free slot goes to the first in line: with predictions waiting, a new one waits too */
+    slot *s = *why == ADMIT_OK && c->num_waiting == 0 ? orchestrator_acquire_slot(&c->orch) : NULL;
+    if (*why == ADMIT_OK && !s && c->queue_depth == 0)
         *why = ADMIT_BUSY;
     prediction *p = NULL;
-    if (s) {
+    if (*why == ADMIT_OK) {
         char idbuf[64];
         const char *id = req->id;
         if (!id) {
@@ -83,14 +97,21 @@ prediction *prediction_create(core *c, prediction_request *req, admit_result *wh
             orchestrator_release_slot(&c->orch, s);
         json_decref(input);
         free(raw);
+        stats_inc(STAT_PREDICTIONS_REJECTED, req->door ? req->door : "unknown", reject_reason(*why));
         return NULL;
     }
+    p->door = req->door ? req->door : "unknown";
+    trace_parse_traceparent(req->traceparent, &p->trace_parent);
     p->input = input ? input : json_object();
     p->input_raw = raw;
     p->input_raw_off = req->input_raw_off;
     p->input_raw_len = req->input_raw_len;
     if (json_is_object(req->context))
         json_object_update(p->context, (json_t *)req->context);
+    if (!s) {
+        waitq_enqueue(c, p); /* its place in line is held from here on */
+        return p;
+    }
     /* the slot is held for p from here on; dispatch links them */
     p->slot = s;
     s->prediction = p;
@@ -103,11 +124,24 @@ void prediction_start(prediction *p) {
     if (p->started_dispatch)
         return;
     p->started_dispatch = 1;
+    stats_inc(STAT_PREDICTIONS_STARTED, p->door, NULL);
+    p->span = trace_span_begin(p->core->tracer, p->is_training ? "training" : "prediction", SPAN_SERVER,
+                               &p->trace_parent, p->created_ns);
+    trace_span_str(p->span, "coglet.prediction.id", p->id);
+    trace_span_str(p->span, "coglet.door", p->door);
+    if (p->waiting) {
+        /* accepted: findable by id (cancel, PUT), counted by shutdown, run when a slot frees */
+        core_register(p->core, p);
+        waitq_schedule(p->core);
+        return;
+    }
     dispatch_prediction(p);
 }
 
 void prediction_discard(prediction *p) {
     if (!p->started_dispatch) {
+        if (p->waiting)
+            waitq_remove(p->core, p);
         dispatch_unlink(p, SLOT_RELEASE);
         sink *s = p->sinks, *next;
         p->sinks = NULL;
@@ -261,6 +295,9 @@ json_t *prediction_sync_json(const prediction *p) {
         json_object_set_new(o, "logs", json_string(""));
         if (p->status == PRED_FAILED)
             json_object_set_new(o, "error", json_string(p->error ? p->error : ""));
+        /* a timed-out prediction keeps what it had produced */
+        if (p->timed_out && p->status == PRED_FAILED && json_array_size(p->outputs) > 0)
+            json_object_set_new(o, "output", json_deep_copy(p->outputs));
     }
     return o;
 }
@@ -341,19 +378,27 @@ void prediction_finish(prediction *p, pred_status status, const char *error) {
         return; /* a terminal status never changes */
     core *c = p->core;
     prediction_ref(p);
+    if (p->waiting)
+        waitq_remove(c, p);
     deadline_clear(p);
     if (p->timed_out && status == PRED_CANCELED) {
-        status = PRED_FAILED; /* the cancel was the deadline's */
+        /* the cancel was the deadline's */
+        status = PRED_FAILED;
         error = "Prediction timed out";
     }
     p->status = status;
-    p->predict_time_s = now_monotonic() - p->started;
+    p->predict_time_s = p->seq ? now_monotonic() - p->started : 0;
+    stats_inc(STAT_PREDICTIONS_FINISHED, p->door, pred_status_name(status));
+    if (p->seq)
+        stats_observe(STAT_PREDICTION_DURATION, p->predict_time_s, pred_status_name(status), NULL);
     if (status == PRED_FAILED) {
         free(p->error);
         p->error = strdup(error ? error : "");
     }
-    if (status == PRED_SUCCEEDED)
+    if (status == PRED_SUCCEEDED) {
         final_output(p);
+        c->restart_streak = 0; /* the worker works: a later crash starts the restart count over */
+    }
     /* failures are worth a line at the default level; the rest only when debugging */
     log_level level = status == PRED_FAILED ? LOG_WARN : LOG_DEBUG;
     if (log_enabled(level, TARGET)) {
@@ -373,6 +418,12 @@ void prediction_finish(prediction *p, pred_status status, const char *error) {
             s->ops->on_terminal(s, p, state);
     }
     json_decref(state);
+    trace_run_end(p);
+    trace_span_str(p->span, "coglet.prediction.status", pred_status_name(status));
+    if (status == PRED_FAILED)
+        trace_span_error(p->span, p->error);
+    trace_span_end(p->span);
+    p->span = NULL;
     prediction_unref(p);
     core_shutdown_check(c);
 }
@@ -386,12 +437,57 @@ void prediction_maybe_done(prediction *p) {
         prediction_finish(p, PRED_SUCCEEDED, NULL);
 }
 
+/* ---- spans ---- */
+
+void trace_run_begin(prediction *p) {
+    tracer *t = p->core->tracer;
+    if (!p->span)
+        return;
+    trace_context ctx;
+    trace_span_context(p->span, &ctx);
+    trace_span *wait = trace_span_begin(t, "wait for slot", SPAN_INTERNAL, &ctx, p->created_ns);
+    trace_span_end(wait);
+    p->run_span = trace_span_begin(t, "predict", SPAN_INTERNAL, &ctx, 0);
+    trace_span_int(p->run_span, "coglet.slot", p->slot ? p->slot->index : -1);
+}
+
+void trace_run_end(prediction *p) {
+    trace_span_end(p->run_span);
+    p->run_span = NULL;
+}
+
+trace_span *prediction_child_span(prediction *p, const char *name, int kind) {
+    if (!p->span)
+        return NULL;
+    trace_context ctx;
+    trace_span_context(p->span, &ctx);
+    trace_span *s = trace_span_begin(p->core->tracer, name, kind, &ctx, 0);
+    trace_span_str(s, "coglet.prediction.id", p->id);
+    return s;
+}
+
+int prediction_traceparent(const prediction *p, const trace_span *span, char *out) {
+    trace_context ctx;
+    trace_span_context(span ? span : p->span, &ctx);
+    if (!ctx.valid)
+        return UV_ENOENT;
+    trace_format_traceparent(&ctx, out);
+    return 0;
+}
+
 /* ---- cancel ---- */
 
 int prediction_cancel(prediction *p) {
     if (!p->in_registry)
         return UV_ENOENT;
     core *c = p->core;
+    if (p->waiting) {
+        /* it never ran: it leaves the line and ends here */
+        prediction_ref(p);
+        prediction_finish(p, PRED_CANCELED, NULL);
+        prediction_unref(p);
+        return 0;
+    }
     if (p->done_pending) {
         /* the worker is done; only file outputs remain, and they stop here */
         prediction_ref(p);

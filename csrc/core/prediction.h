@@ -38,11 +38,15 @@ typedef struct prediction_request {
     char *input_raw;       /* optional: a buffer holding the input as the client sent it (taken) */
     size_t input_raw_off, input_raw_len;
     const json_t *context; /* object str -> str, or NULL (borrowed) */
+    const char *door;      /* the front door's label in metrics and traces ("http"); static */
+    const char *traceparent; /* W3C trace context of the caller, or NULL (borrowed) */
 } prediction_request;
 
-/* Admits (core_admit), takes a slot and makes the prediction; it runs once started.
- * NULL with *why set when it is not admitted (ADMIT_BUSY: no free slot); on ADMIT_OK with
- * NULL, memory ran out. The request's owned fields are taken either way. */
+/* Admits (core_admit), takes a slot and makes the prediction; it runs once started. With a
+ * wait queue (COG_QUEUE_DEPTH) and no free slot it takes a place in the queue instead, and
+ * runs, in arrival order, when a slot frees. NULL with *why set when it is not admitted
+ * (ADMIT_BUSY: no free slot and no room to wait); on ADMIT_OK with NULL, memory ran out. The
+ * request's owned fields are taken either way. */
 prediction *prediction_create(core *c, prediction_request *req, admit_result *why);
 /* Dispatches a created prediction to its slot: sinks get on_start, then the worker's events. */
 void prediction_start(prediction *p);
@@ -58,13 +62,27 @@ void prediction_detach(prediction *p, sink *s);
 /* The first attached sink with these ops, or NULL. */
 sink *prediction_find_sink(const prediction *p, const sink_ops *ops);
 
-/* A time limit counted from the start (core/deadline.c): on expiry the worker is asked to
- * cancel, and p ends `failed` with "Prediction timed out", keeping its outputs. Set it before
- * prediction_start, or after: then it counts from now. seconds <= 0: none. */
-void prediction_set_deadline(prediction *p, double seconds);
-
-/* Asks the worker to stop it. 0, or UV_ENOENT when p is not in flight. */
+/* Asks the worker to stop it (a waiting one ends canceled at once, never having run). 0, or
+ * UV_ENOENT when p is not in flight. */
 int prediction_cancel(prediction *p);
+
+/* core/deadline.c. A limit on the prediction's run: `seconds` after it starts on a slot (or
+ * from now, when it already runs; <= 0 removes the limit). On expiry it is cancelled in the
+ * worker and ends `failed` with the error "Prediction timed out", keeping the outputs it had
+ * produced; its sinks (webhooks included) hear that terminal state. A worker that ignores the
+ * cancel (a predictor stuck in C code) gets COGLET_PREDICT_TIMEOUT_GRACE seconds (5) more;
+ * then the prediction ends anyway and its slot stays out of service until the worker
+ * answers for it. Every front door's timeout goes through here. */
+void prediction_set_deadline(prediction *p, double seconds);
+int prediction_timed_out(const prediction *p);
+
+/* core/trace.c through the prediction: the traceparent header for a request made on its
+ * behalf (its own span, or `span`'s when given), 0; UV_ENOENT when tracing is off. out holds
+ * TRACEPARENT_LEN + 1 bytes. */
+struct trace_span;
+int prediction_traceparent(const prediction *p, const struct trace_span *span, char *out);
+/* A child span of the prediction's (NULL when tracing is off). */
+struct trace_span *prediction_child_span(prediction *p, const char *name, int kind);
 
 const char *prediction_id(const prediction *p);
 /* When the predictor raised: str() of its exception and the formatted traceback (else NULL).

@@ -8,6 +8,7 @@
 #include "common/buf.h"
 #include "core/outputs.h"
 #include "core/prediction.h"
+#include "core/trace.h"
 
 #define PRED_LOGS_MAX ((size_t)256 << 20)
 
@@ -27,8 +28,21 @@ struct prediction {
     buf logs;
     char *error;
     char *exc_message, *traceback; /* the predictor's exception, when it raised one */
-    double started;        /* monotonic, at creation */
+    const char *door;      /* the front door's label ("http", "queue"), static */
+    double created;        /* monotonic, at creation */
+    double started;        /* monotonic, when it started on a slot (creation until then) */
     double predict_time_s; /* set at the terminal transition */
+    /* deadline.c: seconds from the start on a slot (0: none), its timer, and whether it fired */
+    double deadline_s;
+    struct deadline_timer *deadline;
+    int timed_out;
+    /* trace.c: the caller's context, the prediction's span and its run on the worker */
+    trace_context trace_parent;
+    trace_span *span, *run_span;
+    uint64_t created_ns; /* realtime, for the wait span */
+    /* core.c: waiting for a slot (COG_QUEUE_DEPTH), in arrival order */
+    int waiting;
+    struct prediction *wait_next;
     int is_stream;
     /* dispatch.c: the slot while the worker runs it, and that slot's dispatch number */
     slot *slot;
@@ -40,10 +54,6 @@ struct prediction {
     output_op *ops;
     int num_ops;
     sink *sinks;
-    /* deadline.c */
-    double deadline_s;
-    struct pred_deadline *deadline;
-    int timed_out;
     struct prediction *next; /* registry */
     int in_registry;
 };
@@ -64,16 +74,29 @@ void prediction_place_output(prediction *p, size_t index, const json_t *value);
 /* Ends p once the worker said done and no file output is pending. */
 void prediction_maybe_done(prediction *p);
 
-/* deadline.c: the timer starts with the dispatch and stops at the terminal transition. */
-typedef struct pred_deadline pred_deadline;
-void deadline_on_start(prediction *p);
+/* deadline.c: arms the deadline when p starts on its slot; drops it at the end. */
+void deadline_arm(prediction *p);
 void deadline_clear(prediction *p);
+
+/* prediction.c: spans around the run (dispatch.c calls these). */
+void trace_run_begin(prediction *p);
+void trace_run_end(prediction *p);
+
+/* core.c: the wait queue. enqueue appends p (taking a reference); remove unlinks it. */
+void waitq_enqueue(core *c, prediction *p);
+void waitq_remove(core *c, prediction *p);
+/* Hands free slots to waiting predictions, on the next loop turn. */
+void waitq_schedule(core *c);
+void waitq_fail_all(core *c, const char *error);
 
 /* dispatch.c */
 void dispatch_prediction(prediction *p);
 /* Unlinks p from its slot (released, or poisoned when the worker may still run it). */
 typedef enum { SLOT_RELEASE, SLOT_POISON } slot_fate;
 void dispatch_unlink(prediction *p, slot_fate fate);
+/* Unlinks p from a slot the worker may still be running it on: out of service until the
+ * worker's terminal message for it arrives. */
+void dispatch_abandon(prediction *p);
 /* The slot's messages and failures (the orchestrator's callbacks go through here). */
 void dispatch_on_slot_message(core *c, slot *s, json_t *msg);
 void dispatch_on_slot_failed(core *c, slot *s, const char *error);

@@ -10,9 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "core/prediction_impl.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::service"
 
@@ -30,8 +32,9 @@ static void on_worker_log(void *app, const char *target, const char *level, cons
 /* Kubernetes readiness file (docs/http-api.md, "Health"): created off the loop. */
 static void write_k8s_ready(uv_work_t *req) {
     (void)req;
-    if (mkdir("/var/run/cog", 0755) != 0 && errno != EEXIST) {
-        log_warn(TARGET, "cannot create /var/run/cog: %s", strerror(errno));
+    int rc = fs_mkdirs("/var/run/cog", 0755);
+    if (rc != 0) {
+        log_warn(TARGET, "cannot create /var/run/cog: %s", strerror(-rc));
         return;
     }
     int fd = open("/var/run/cog/ready", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
@@ -100,8 +103,14 @@ const validator *core_validator(const core *c, int is_training) {
 
 /* ---- ready, or not ---- */
 
+static double setup_seconds(const core *c) {
+    return c->setup_started_ns ? (double)(now_realtime_ns() - c->setup_started_ns) / 1e9 : 0;
+}
+
 static void on_ready(void *app, json_t *schema, json_t *ready) {
     core *c = app;
+    c->restarting = 0;
+    stats_observe(STAT_SETUP_DURATION, setup_seconds(c), "succeeded", NULL);
     install_schema(c, schema); /* before READY: nothing is served unvalidated */
     c->user_healthcheck = json_is_true(json_object_get(ready, "has_healthcheck"));
     c->health = HEALTH_READY;
@@ -113,6 +122,7 @@ static void on_ready(void *app, json_t *schema, json_t *ready) {
     c->setup_status = "succeeded";
     c->setup_completed_ns = now_realtime_ns();
     log_info(TARGET, "Setup complete, now accepting requests");
+    waitq_schedule(c); /* predictions that waited through a restart */
     if (getenv("KUBERNETES_SERVICE_HOST")) {
         uv_work_t *req = malloc(sizeof *req);
         if (req && uv_queue_work(c->loop, req, write_k8s_ready, k8s_done) != 0)
@@ -136,7 +146,12 @@ void core_setup_failed(core *c, const char *error) {
     free(captured);
     log_error(TARGET, "Setup failed: %s", error);
     c->setup_status = "failed";
+    stats_observe(STAT_SETUP_DURATION, setup_seconds(c), "failed", NULL);
     c->setup_completed_ns = now_realtime_ns();
+    if (restart_after_setup_failure(c))
+        c->health = HEALTH_STARTING;
+    else
+        waitq_fail_all(c, "the worker could not be restarted: setup failed");
     core_notify_doors(c);
 }
 
@@ -146,15 +161,22 @@ static void on_slot_message(void *app, slot *s, json_t *msg) { dispatch_on_slot_
 
 static void on_slot_poisoned(void *app, slot *s, const char *error) {
     log_error(TARGET, "slot %d poisoned: %s", s->index, error);
+    s->abandoned = 0; /* out of service for good */
     dispatch_on_slot_failed(app, s, error);
 }
 
 static void on_worker_gone(void *app, const char *error) {
     core *c = app;
     c->health = HEALTH_DEFUNCT;
+    stats_inc(STAT_WORKER_CRASHES, NULL, NULL);
     health_fail_waiters(c, NULL);
-    for (int i = 0; c->orch.slots && i < c->cfg.max_concurrency; i++)
+    for (int i = 0; c->orch.slots && i < c->cfg.max_concurrency; i++) {
+        c->orch.slots[i].abandoned = 0;
         dispatch_on_slot_failed(c, &c->orch.slots[i], error);
+    }
+    /* with a restart on its way, predictions waiting for a slot wait for the new worker */
+    if (!restart_after_crash(c))
+        waitq_fail_all(c, error);
     core_notify_doors(c);
     core_shutdown_check(c);
 }

@@ -7,6 +7,8 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "core/prediction_impl.h"
+#include "core/stats.h"
+#include "core/trace.h"
 
 #define TARGET "coglet::service"
 #define CANCEL_LAND_MS 5000       /* after the grace period: time for cancels to land */
@@ -21,8 +23,10 @@ static void on_timer_closed(uv_handle_t *h) {
 void shutdown_init(core *c) {
     uv_timer_init(c->loop, &c->grace_timer);
     uv_timer_init(c->loop, &c->deliver_timer);
-    c->grace_timer.data = c->deliver_timer.data = c;
-    c->timers_open = 2;
+    uv_idle_init(c->loop, &c->waitq_idle);
+    uv_timer_init(c->loop, &c->restart_timer);
+    c->grace_timer.data = c->deliver_timer.data = c->waitq_idle.data = c->restart_timer.data = c;
+    c->timers_open = 4;
 }
 
 int core_shutting_down(const core *c) { return c->shutdown != SHUTDOWN_NONE; }
@@ -74,6 +78,9 @@ static void on_deliver_timer(uv_timer_t *t) {
 static void stopped(core *c) {
     c->shutdown = SHUTDOWN_STOPPED;
     log_info(TARGET, "Server shutdown complete");
+    stats_off_scrape(core_collect_stats, c);
+    tracer_free(c->tracer);
+    c->tracer = NULL;
     core_drop_schema(c);
     free(c->setup_logs);
     c->setup_logs = NULL;
@@ -121,6 +128,8 @@ static int close_step(core *c) {
         if (!uv_is_closing((uv_handle_t *)&c->grace_timer)) {
             uv_close((uv_handle_t *)&c->grace_timer, on_timer_closed);
             uv_close((uv_handle_t *)&c->deliver_timer, on_timer_closed);
+            uv_close((uv_handle_t *)&c->waitq_idle, on_timer_closed);
+            uv_close((uv_handle_t *)&c->restart_timer, on_timer_closed);
         }
         return 0;
     }

@@ -78,7 +78,7 @@ static void report(apply_ctx *ctx, const path_seg *path, const char *prefix, con
     buf_free(&b);
 }
 
-/* SPEC 6: the first missing-required error stands for every name missing from the component's
+/* The first missing-required error (docs/schema.md#the-422) stands for every name missing from the component's
  * `required`, in array order; later ones are dropped. A first one from a nested object while the
  * top level misses nothing reports itself, so a 422 never comes with an empty detail. */
 static void report_missing(apply_ctx *ctx, const path_seg *path, const char *name) {
@@ -397,7 +397,7 @@ static int check(apply_ctx *ctx, const schema_node *n, json_t *inst, const path_
     return ok;
 }
 
-/* SPEC 6 step 1: keys the component does not list go, silently for the client. */
+/* Step 1, strip (docs/schema.md#validation-at-the-edge): keys the component does not list go, silently for the client. */
 static void strip_unknown(const validator *v, json_t *input, json_t **stripped) {
     const json_t *props = v->top->properties_obj;
     json_t *names = NULL;

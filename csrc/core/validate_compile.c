@@ -55,7 +55,7 @@ __attribute__((format(printf, 1, 2))) static char *text_printf(const char *fmt, 
     return s;
 }
 
-/* prefix + compact JSON of v (sorted keys, as the original's map-backed values print) + suffix */
+/* prefix + compact JSON of v (sorted keys, as the Rust coglet's map-backed values print) + suffix */
 static char *text_with_json(const char *prefix, const json_t *v, const char *suffix) {
     char *json = json_out_string(v, JSON_OUT_SORTED);
     if (!json)
@@ -454,7 +454,7 @@ static int is_required(const schema_node *n, const char *name) {
     return 0;
 }
 
-/* SPEC 6 step 3 works on the component as written: nullable:true, no default, not required. */
+/* Injecting nulls (docs/schema.md#validation-at-the-edge, step 3) works on the component as written: nullable:true, no default, not required. */
 static int collect_null_names(validator *v) {
     const json_t *props = v->top->properties_obj;
     if (!props || !json_object_size(props))

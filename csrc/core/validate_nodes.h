@@ -70,7 +70,7 @@ struct schema_node {
     node_list prefix_items;
     schema_node *items;
     int unique_items;
-    named_node *properties; /* sorted by name: errors come out in the original's map order */
+    named_node *properties; /* sorted by name: errors come out in the Rust coglet's map order */
     size_t nproperties;
     const json_t *properties_obj;
     const char **required;
@@ -88,7 +88,7 @@ struct validator {
     schema_node *root;
     schema_node *true_node;   /* stands in for a $ref cycle that enters no instance level */
     const schema_node *top;   /* the node holding the component's properties/required */
-    const char **null_names;  /* SPEC 6 step 3 */
+    const char **null_names;  /* step 3, inject nulls (docs/schema.md#validation-at-the-edge) */
     size_t nnull;
 };
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 
 #include "common/util.h"
+#include "core/stats.h"
+#include "core/trace.h"
 #include "webhook/webhook.h"
 
 typedef struct webhook_sink {
@@ -13,37 +15,60 @@ typedef struct webhook_sink {
     delivery del;
     core *core;
     webhook *wh;
+    trace_span *span; /* the terminal delivery, when tracing */
 } webhook_sink;
 
-static void send_state(sink *s, prediction *p, unsigned event) {
+/* A non-terminal delivery's span ends with its request. */
+static void on_event_sent(void *ctx, int delivered) {
+    trace_span *span = ctx;
+    if (delivered <= 0)
+        trace_span_error(span, delivered < 0 ? "aborted" : "not delivered");
+    trace_span_end(span);
+}
+
+static void send_state(sink *s, prediction *p, unsigned event, const char *name) {
     webhook_sink *ws = container_of(s, webhook_sink, super);
+    /* with tracing, each delivery is a client span, and the receiver's parent */
+    trace_span *span = prediction_child_span(p, "webhook", SPAN_CLIENT);
+    trace_span_str(span, "coglet.webhook.event", name);
+    char tp[TRACEPARENT_LEN + 1];
+    if (prediction_traceparent(p, span, tp) == 0)
+        webhook_set_traceparent(ws->wh, tp);
     json_t *state = prediction_state_json(p, 0);
-    webhook_event(ws->wh, event, state);
+    if (!webhook_event(ws->wh, event, state, span ? on_event_sent : NULL, span))
+        trace_span_discard(span); /* filtered or throttled: nothing was delivered */
     json_decref(state);
 }
 
-static void on_start(sink *s, prediction *p) { send_state(s, p, WEBHOOK_START); }
+static void on_start(sink *s, prediction *p) { send_state(s, p, WEBHOOK_START, "start"); }
 
 static void on_output(sink *s, prediction *p, const json_t *value, size_t index) {
     (void)value, (void)index;
-    send_state(s, p, WEBHOOK_OUTPUT);
+    send_state(s, p, WEBHOOK_OUTPUT, "output");
 }
 
 static void on_log(sink *s, prediction *p, const json_t *data, const char *source) {
     (void)data, (void)source;
-    send_state(s, p, WEBHOOK_LOGS);
+    send_state(s, p, WEBHOOK_LOGS, "logs");
 }
 
 static void on_delivered(void *ctx, webhook *wh) {
-    (void)wh; /* webhook.c frees itself after this returns */
+    /* webhook.c frees itself after this returns */
     webhook_sink *ws = ctx;
+    if (!webhook_delivered(wh))
+        trace_span_error(ws->span, "not delivered");
+    trace_span_end(ws->span);
     core_delivery_end(ws->core, &ws->del);
     free(ws);
 }
 
 static void on_terminal(sink *s, prediction *p, const json_t *state) {
-    (void)p;
     webhook_sink *ws = container_of(s, webhook_sink, super);
+    char tp[TRACEPARENT_LEN + 1];
+    ws->span = prediction_child_span(p, "webhook", SPAN_CLIENT);
+    trace_span_str(ws->span, "coglet.webhook.event", "completed");
+    if (prediction_traceparent(p, ws->span, tp) == 0)
+        webhook_set_traceparent(ws->wh, tp);
     core_delivery_begin(ws->core, &ws->del);
     webhook_completed(ws->wh, state, on_delivered, ws);
 }
@@ -57,6 +82,9 @@ static void on_discard(sink *s, prediction *p) {
 
 static void abandon(delivery *d) {
     webhook_sink *ws = container_of(d, webhook_sink, del);
+    stats_inc(STAT_WEBHOOKS_ABANDONED, "shutdown", NULL);
+    trace_span_error(ws->span, "abandoned at shutdown");
+    trace_span_end(ws->span);
     webhook_free(ws->wh); /* no done callback */
     free(ws);
 }

@@ -7,6 +7,7 @@
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "core/stats.h"
 
 #define KEEPALIVE_TICK_MS 5000
 
@@ -44,6 +45,7 @@ static void door_close(front_door *fd, int force) {
     }
     if (d->timer_open && !uv_is_closing((uv_handle_t *)&d->keepalive_timer))
         uv_close((uv_handle_t *)&d->keepalive_timer, on_timer_closed);
+    stats_off_scrape(door_collect_stats, d);
     door_check_closed(d);
 }
 
@@ -62,6 +64,7 @@ static void on_abort(http_conn *conn) {
 static const http_app_ops door_http_ops = {
     .on_request = door_on_request,
     .on_abort = on_abort,
+    .on_response = door_on_response,
 };
 
 static void on_keepalive(uv_timer_t *t) { sse_keepalive_tick(t->data); }
@@ -83,6 +86,7 @@ int http_door_start(http_door *d, core *c, uv_loop_t *loop, const char *host, in
     uv_timer_start(&d->keepalive_timer, on_keepalive, KEEPALIVE_TICK_MS, KEEPALIVE_TICK_MS);
     uv_unref((uv_handle_t *)&d->keepalive_timer);
     core_add_door(c, &d->super);
+    stats_on_scrape(door_collect_stats, d);
     return 0;
 }
 

@@ -44,6 +44,12 @@ void respond_json_value(http_conn *conn, int status, json_t *value, int flags);
 void door_on_request(http_conn *conn, http_request *req);
 /* health.c: GET /health-check */
 void route_health(http_door *d, http_conn *conn);
+/* probes.c: GET /livez, /readyz, /metrics, and the door's request metrics */
+void route_livez(http_conn *conn);
+void route_readyz(core *c, http_conn *conn);
+void route_metrics(http_conn *conn);
+void door_on_response(http_conn *conn, int status);
+void door_collect_stats(void *arg);
 
 /* sse.c */
 /* The prediction's SSE fan-out, made on first use (record: keep a replay history). NULL when

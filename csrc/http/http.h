@@ -4,6 +4,7 @@
 #define COGLET_HTTP_H
 
 #include <llhttp.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "common/buf.h"
@@ -12,6 +13,16 @@
 #define HTTP_MAX_URL ((size_t)8 * 1024)
 #define HTTP_MAX_HEADER_BYTES ((size_t)64 * 1024)
 #define HTTP_MAX_HEADERS 100
+
+/* Limits and timeouts, read from the environment by http_server_init; each variable, its
+ * default and what is done when it is hit are in docs/operations.md. Timeouts of 0 are off. */
+typedef struct http_limits {
+    unsigned max_connections;   /* COGLET_HTTP_MAX_CONNECTIONS, lowered to fit the fd limit */
+    size_t max_unsent;          /* COGLET_HTTP_MAX_UNSENT: bytes queued before reading stops */
+    uint64_t header_timeout_ms; /* COGLET_HTTP_HEADER_TIMEOUT */
+    uint64_t body_timeout_ms;   /* COGLET_HTTP_BODY_TIMEOUT */
+    uint64_t idle_timeout_ms;   /* COGLET_HTTP_IDLE_TIMEOUT */
+} http_limits;
 
 typedef struct http_server http_server;
 typedef struct http_conn http_conn;
@@ -25,7 +36,8 @@ typedef struct http_request {
     size_t hdr_name[HTTP_MAX_HEADERS];
     size_t hdr_value[HTTP_MAX_HEADERS];
     int num_headers;
-    int in_value; /* llhttp callback state */
+    int in_value;     /* llhttp callback state */
+    int value_at_eol; /* the last value piece ended at a line break */
     buf body;
     int keep_alive;
 } http_request;
@@ -38,6 +50,8 @@ typedef struct http_app_ops {
     /* The peer went away (or the connection failed) while a request was pending. The app
      * must drop its reference to conn: it is freed right after this returns. */
     void (*on_abort)(http_conn *conn);
+    /* Optional: a response (or a stream) with this status is going out for conn->req. */
+    void (*on_response)(http_conn *conn, int status);
 } http_app_ops;
 
 struct http_server {
@@ -49,12 +63,20 @@ struct http_server {
     void *app;
     http_conn *conns; /* all open connections */
     int num_conns;
+    http_limits limits;
+    int shed_open;            /* refused connections whose handles are still closing */
+    unsigned long long shed_unlogged; /* refused since the last log line about it */
+    uint64_t shed_logged_at;  /* uv_now of that line */
     void (*on_drained)(http_server *server); /* after close_all, when the last conn is freed */
     int draining;
+    unsigned long long bytes_received, bytes_sent; /* for metrics */
 };
 
 struct http_conn {
     uv_tcp_t tcp;
+    uv_timer_t timer; /* the deadline of the current phase (http/internal.h) */
+    uv_shutdown_t shutdown_req;
+    int handles_open; /* tcp and timer: the conn is freed when both have closed */
     http_server *server;
     http_conn *next, *prev;
     llhttp_t parser;
@@ -69,10 +91,17 @@ struct http_conn {
     int read_eof;
     int reject_status;
     const char *reject_body;
+    const char *reject_reason;
     int writes_in_flight;
+    int phase;     /* http_conn_phase */
+    int reading;   /* uv_read_start in effect */
+    int throttled; /* unsent output over limits.max_unsent: not read, next request not parsed */
+    int rejected;  /* answered with an error: what still arrives is discarded */
+    int linger;    /* once written: half-close, discard input until EOF (or 2 s), then close */
     void *app_data; /* the app's per-request pointer */
 };
 
+/* Reads the limits from the environment (a bad value is logged and the default used). */
 int http_server_init(http_server *server, uv_loop_t *loop, const http_app_ops *ops, void *app);
 /* Binds and listens. Returns 0 or a libuv error; the bound address goes to `bound` (e.g.
  * "0.0.0.0:43121"). */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/build_info.h"
 #include "common/json_in.h"
 #include "common/json_out.h"
 #include "common/log.h"
@@ -33,7 +34,7 @@ static void respond_text(http_conn *conn, int status, const char *text) {
 
 static void route_root(core *c, http_conn *conn) {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "cog_version",
-                          c->cfg.python_sdk_version ? c->cfg.python_sdk_version : COGLET_VERSION, "docs_url",
+                          c->cfg.python_sdk_version ? c->cfg.python_sdk_version : coglet_build.version, "docs_url",
                           "/docs", "healthcheck_url", "/health-check", "openapi_url", "/openapi.json",
                           "predictions_cancel_url", "/predictions/{prediction_id}/cancel",
                           "predictions_idempotent_url", "/predictions/{prediction_id}", "predictions_url",
@@ -56,7 +57,7 @@ static void route_openapi(core *c, http_conn *conn) {
     respond_json_value(conn, 200, json_incref(c->schema), JSON_OUT);
 }
 
-/* ---- request bodies (SPEC 3.1) ---- */
+/* ---- request bodies (docs/http-api.md, "Processing order") ---- */
 
 static int is_json_content_type(const char *ct) {
     while (*ct == ' ' || *ct == '\t')
@@ -87,141 +88,33 @@ static const char *json_type_phrase(const json_t *v, char *tmp, size_t tmplen) {
 
 /* ---- where a value sits in the raw body, for serde-style "at line L column C" ---- */
 
-typedef struct scan {
-    const char *p, *end;
-    int line, col;
-} scan;
+/* The top-level members whose values a 422 or the raw input forwarding points at. */
+enum { MEMBER_ID, MEMBER_INPUT, MEMBER_WEBHOOK, MEMBER_CONTEXT, MEMBER_FILTER, NUM_MEMBERS };
 
-static void scan_adv(scan *s) {
-    if (*s->p == '\n')
-        s->line++, s->col = 0;
-    else if (((unsigned char)*s->p & 0xC0) != 0x80)
-        s->col++;
-    s->p++;
-}
+typedef struct body_map {
+    const buf *body;
+    json_in_options opts;
+    json_in_member members[NUM_MEMBERS];
+} body_map;
 
-static void scan_ws(scan *s) {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        scan_adv(s);
-}
-
-/* Skips one string (at its opening quote); copies up to outlen-1 raw bytes of it. */
-static void scan_string(scan *s, char *out, size_t outlen) {
-    size_t n = 0;
-    scan_adv(s);
-    while (s->p < s->end && *s->p != '"') {
-        if (*s->p == '\\') {
-            scan_adv(s);
-            if (s->p >= s->end)
-                break;
-        }
-        if (out && n + 1 < outlen)
-            out[n++] = *s->p;
-        scan_adv(s);
-    }
-    if (s->p < s->end)
-        scan_adv(s);
-    if (out)
-        out[n] = '\0';
-}
-
-/* Skips one value; for a scalar stops right after it (serde's error position). */
-static void scan_value(scan *s) {
-    scan_ws(s);
-    if (s->p >= s->end)
-        return;
-    if (*s->p == '"') {
-        scan_string(s, NULL, 0);
-        return;
-    }
-    if (*s->p == '{' || *s->p == '[') {
-        int depth = 0;
-        while (s->p < s->end) {
-            char c = *s->p;
-            if (c == '"') {
-                scan_string(s, NULL, 0);
-                continue;
-            }
-            if (c == '{' || c == '[')
-                depth++;
-            else if ((c == '}' || c == ']') && --depth == 0) {
-                scan_adv(s);
-                return;
-            }
-            scan_adv(s);
-        }
-        return;
-    }
-    while (s->p < s->end && !strchr(",]} \t\r\n", *s->p))
-        scan_adv(s);
-}
-
-/* Finds key in the object at s (at '{'); leaves s at the key's value. 0 when found. */
-static int scan_to_key(scan *s, const char *key) {
-    scan_ws(s);
-    if (s->p >= s->end || *s->p != '{')
-        return -1;
-    scan_adv(s);
-    for (;;) {
-        scan_ws(s);
-        if (s->p >= s->end || *s->p != '"')
-            return -1;
-        char name[256];
-        scan_string(s, name, sizeof name);
-        scan_ws(s);
-        if (s->p < s->end && *s->p == ':')
-            scan_adv(s);
-        scan_ws(s);
-        if (!strcmp(name, key))
-            return 0;
-        scan_value(s);
-        scan_ws(s);
-        if (s->p < s->end && *s->p == ',')
-            scan_adv(s);
-        else
-            return -1;
-    }
-}
-
-/* Position after the value at key (and inner key / array index, when given). */
-static void value_position(const buf *body, const char *key, const char *inner, long index, int *line, int *col) {
-    scan s = {.p = body->data ? body->data : "", .end = (body->data ? body->data : "") + body->len, .line = 1};
-    if (key && scan_to_key(&s, key) == 0) {
-        if (inner) {
-            if (scan_to_key(&s, inner) != 0)
-                goto done;
-        } else if (index >= 0) {
-            scan_ws(&s);
-            if (s.p < s.end && *s.p == '[') {
-                scan_adv(&s);
-                for (long i = 0; i < index; i++) {
-                    scan_value(&s);
-                    scan_ws(&s);
-                    if (s.p < s.end && *s.p == ',')
-                        scan_adv(&s);
-                }
-            }
-        }
-        scan_value(&s);
-    } else if (!key) {
-        scan_value(&s);
-    }
-done:
-    *line = s.line;
-    *col = s.col;
-}
-
-static int shape_error(http_conn *conn, const buf *body, const char *key, const char *inner, long index,
-                       const json_t *v, const char *expected) {
+/* The 422 for a value of the wrong type: at top-level member `m` (-1: the whole body), or at
+ * its item `item` (an object member named `inner`, or an array element); the position is
+ * just past that value, as recorded by the parse. */
+static int shape_error(http_conn *conn, const body_map *map, int m, long item, const char *inner, const json_t *v,
+                       const char *expected) {
     char tmp[128], path[400], text[800];
+    size_t at = map->opts.end;
+    const json_in_member *mem = m >= 0 ? &map->members[m] : NULL;
+    if (mem)
+        at = item >= 0 && (size_t)item < mem->num_items ? mem->item_ends[item] : mem->end;
     int line, col;
-    value_position(body, key, inner, index, &line, &col);
-    if (key && inner)
-        snprintf(path, sizeof path, "%s.%.256s: ", key, inner);
-    else if (key && index >= 0)
-        snprintf(path, sizeof path, "%s[%ld]: ", key, index);
-    else if (key)
-        snprintf(path, sizeof path, "%s: ", key);
+    json_in_position(map->body->data ? map->body->data : "", map->body->len, at, &line, &col);
+    if (mem && item >= 0 && inner)
+        snprintf(path, sizeof path, "%s.%.256s: ", mem->key, inner);
+    else if (mem && item >= 0)
+        snprintf(path, sizeof path, "%s[%ld]: ", mem->key, item);
+    else if (mem)
+        snprintf(path, sizeof path, "%s: ", mem->key);
     else
         path[0] = '\0';
     snprintf(text, sizeof text,
@@ -233,9 +126,25 @@ static int shape_error(http_conn *conn, const buf *body, const char *key, const 
     return -1;
 }
 
-/* Parses and shape-checks a create body. 0 with *out set, or -1 after responding. */
-static int parse_create_body(http_conn *conn, http_request *req, json_t **out) {
+/* A body that is not JSON is a 400; a key given twice, at any depth, is a 422 shaped like
+ * serde's "duplicate field": what is validated must be exactly what the predictor gets, and
+ * with a repeated key the two could differ. */
+static void parse_failed(http_conn *conn, const json_in_error *err) {
+    char text[512];
+    int status = err->code == JSON_IN_EDUPLICATE ? 422 : 400;
+    snprintf(text, sizeof text, "%s: %s",
+             status == 422 ? "Failed to deserialize the JSON body into the target type"
+                           : "Failed to parse the request body as JSON",
+             err->text);
+    log_warn(TARGET, "%s", text);
+    respond_text(conn, status, text);
+}
+
+/* Parses and shape-checks a create body. 0 with *out set (and, when the body has a non-null
+ * `input`, its bytes at body[*input_off, *input_off + *input_len)), or -1 after responding. */
+static int parse_create_body(http_conn *conn, http_request *req, json_t **out, size_t *input_off, size_t *input_len) {
     *out = NULL;
+    *input_off = *input_len = 0;
     const char *ct = http_request_header(req, "content-type");
     if (!ct) {
         *out = json_object();
@@ -246,44 +155,54 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out) {
         respond_text(conn, 415, "Expected request with `Content-Type: application/json`");
         return -1;
     }
+    body_map map = {
+        .body = &req->body,
+        .opts = {.flags = JSON_IN_REJECT_DUPLICATES, .max_depth = JSON_IN_BODY_MAX_DEPTH, .num_members = NUM_MEMBERS},
+        .members = {[MEMBER_ID] = {.key = "id"},
+                    [MEMBER_INPUT] = {.key = "input"},
+                    [MEMBER_WEBHOOK] = {.key = "webhook"},
+                    [MEMBER_CONTEXT] = {.key = "context", .with_items = 1},
+                    [MEMBER_FILTER] = {.key = "webhook_events_filter", .with_items = 1}},
+    };
+    map.opts.members = map.members;
     json_in_error err;
-    json_t *body = json_in_parse(req->body.data ? req->body.data : "", req->body.len, &err);
+    json_t *body = json_in_parse_with(req->body.data ? req->body.data : "", req->body.len, &map.opts, &err);
     if (!body) {
-        char text[512];
-        snprintf(text, sizeof text, "Failed to parse the request body as JSON: %s", err.text);
-        log_warn(TARGET, "%s", text);
-        respond_text(conn, 400, text);
-        return -1;
+        parse_failed(conn, &err);
+        goto failed;
     }
     if (!json_is_object(body)) {
-        shape_error(conn, &req->body, NULL, NULL, -1, body, "struct PredictionRequest");
-        json_decref(body);
-        return -1;
+        shape_error(conn, &map, -1, -1, NULL, body, "struct PredictionRequest");
+        goto failed;
     }
     json_t *v;
-    if ((v = json_object_get(body, "id")) && !json_is_string(v) && !json_is_null(v))
-        goto bad_id;
+    if ((v = json_object_get(body, "id")) && !json_is_string(v) && !json_is_null(v)) {
+        shape_error(conn, &map, MEMBER_ID, -1, NULL, v, "a string");
+        goto failed;
+    }
     if ((v = json_object_get(body, "webhook")) && !json_is_string(v) && !json_is_null(v)) {
-        shape_error(conn, &req->body, "webhook", NULL, -1, v, "a string");
+        shape_error(conn, &map, MEMBER_WEBHOOK, -1, NULL, v, "a string");
         goto failed;
     }
     if ((v = json_object_get(body, "context")) && !json_is_null(v)) {
         if (!json_is_object(v)) {
-            shape_error(conn, &req->body, "context", NULL, -1, v, "a map");
+            shape_error(conn, &map, MEMBER_CONTEXT, -1, NULL, v, "a map");
             goto failed;
         }
         const char *k;
         json_t *cv;
-        json_object_foreach(v, k, cv) {
+        long i = 0;
+        json_object_foreach(v, k, cv) { /* in the body's order: the parse rejected duplicates */
             if (!json_is_string(cv)) {
-                shape_error(conn, &req->body, "context", k, -1, cv, "a string");
+                shape_error(conn, &map, MEMBER_CONTEXT, i, k, cv, "a string");
                 goto failed;
             }
+            i++;
         }
     }
     if ((v = json_object_get(body, "webhook_events_filter"))) {
         if (!json_is_array(v)) {
-            shape_error(conn, &req->body, "webhook_events_filter", NULL, -1, v, "a sequence");
+            shape_error(conn, &map, MEMBER_FILTER, -1, NULL, v, "a sequence");
             goto failed;
         }
         size_t i;
@@ -291,17 +210,21 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out) {
         json_array_foreach(v, i, e) {
             const char *s = json_string_value(e);
             if (!s || (strcmp(s, "start") && strcmp(s, "output") && strcmp(s, "logs") && strcmp(s, "completed"))) {
-                shape_error(conn, &req->body, "webhook_events_filter", NULL, (long)i, e,
-                            "one of `start`, `output`, `logs`, `completed`");
+                shape_error(conn, &map, MEMBER_FILTER, (long)i, NULL, e, "one of `start`, `output`, `logs`, `completed`");
                 goto failed;
             }
         }
     }
+    const json_in_member *input = &map.members[MEMBER_INPUT];
+    if (input->found && !json_is_null(json_object_get(body, "input"))) {
+        *input_off = input->start;
+        *input_len = input->end - input->start;
+    }
+    json_in_members_free(map.members, NUM_MEMBERS);
     *out = body;
     return 0;
-bad_id:
-    shape_error(conn, &req->body, "id", NULL, -1, v, "a string");
 failed:
+    json_in_members_free(map.members, NUM_MEMBERS);
     json_decref(body);
     return -1;
 }
@@ -440,12 +363,12 @@ static int prepare_input(core *c, http_conn *conn, json_t *body, int is_training
 }
 
 /* A large input that validation left as it was is sent as the client's own bytes: the body
- * is handed to the prediction, and nothing is re-encoded. */
-static void raw_input_span(http_request *req, prediction_request *pr) {
-    size_t off, vlen;
-    if (req->body.len > INPUT_RAW_MIN &&
-        json_in_member_span(req->body.data, req->body.len, "input", &off, &vlen) == 0) {
-        pr->input_raw_len = vlen;
+ * is handed to the prediction, and nothing is re-encoded. The span comes from the same parse
+ * that produced the validated value, and repeated keys were refused, so the bytes are exactly
+ * what was validated. */
+static void raw_input_span(http_request *req, size_t off, size_t len, prediction_request *pr) {
+    if (req->body.len > INPUT_RAW_MIN && len) {
+        pr->input_raw_len = len;
         pr->input_raw_off = off;
         pr->input_raw = buf_steal(&req->body);
     }
@@ -507,7 +430,8 @@ static void route_create(http_door *d, http_conn *conn, http_request *req, const
         http_respond_json(conn, 406, training_stream_body); /* PUT: before everything else */
         return;
     }
-    if (parse_create_body(conn, req, &body) != 0)
+    size_t input_off, input_len;
+    if (parse_create_body(conn, req, &body, &input_off, &input_len) != 0)
         return;
     const char *body_id = json_string_value(json_object_get(body, "id"));
     if (path_id && body_id && strcmp(body_id, path_id)) {
@@ -536,17 +460,21 @@ static void route_create(http_door *d, http_conn *conn, http_request *req, const
         .is_training = is_training,
         .input = input,
         .context = json_object_get(body, "context"),
+        .door = "http",
+        .traceparent = http_request_header(req, "traceparent"),
     };
     input = NULL; /* taken by prediction_create */
     json_t *given = json_object_get(body, "input");
     if (given && !json_is_null(given) && !changed)
-        raw_input_span(req, &pr);
+        raw_input_span(req, input_off, input_len, &pr);
     admit_result why;
     prediction *p = prediction_create(c, &pr, &why);
     if (!p) {
         respond_not_admitted(conn, why);
         goto done;
     }
+    if (c->predict_timeout > 0)
+        prediction_set_deadline(p, c->predict_timeout);
     int async = !sse && wants_async(req);
     if (attach_sinks(d, p, conn, req, body, sse, async) != 0) {
         prediction_discard(p);
@@ -642,6 +570,18 @@ void door_on_request(http_conn *conn, http_request *req) {
     }
     if (PATH_IS("/shutdown")) {
         post ? route_shutdown(c, conn) : method_not_allowed(conn, "POST");
+        return;
+    }
+    if (PATH_IS("/livez")) {
+        get ? route_livez(conn) : method_not_allowed(conn, "GET,HEAD");
+        return;
+    }
+    if (PATH_IS("/readyz")) {
+        get ? route_readyz(c, conn) : method_not_allowed(conn, "GET,HEAD");
+        return;
+    }
+    if (PATH_IS("/metrics")) {
+        get ? route_metrics(conn) : method_not_allowed(conn, "GET,HEAD");
         return;
     }
     int training = 0;

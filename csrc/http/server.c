@@ -1,7 +1,7 @@
-/* http/server.c: connections, llhttp callbacks, response writing. Owns the request
- * limits: 100 MiB bodies (checked from Content-Length before buffering and again per
- * chunk), 8 KiB URLs, 64 KiB of headers. */
-#include "http/http.h"
+/* http/server.c: the listener, connections, llhttp callbacks and the request limits
+ * (100 MiB bodies, checked from Content-Length and per chunk; 8 KiB URLs; 64 KiB of
+ * headers), each connection's deadlines, and back-pressure on unsent output. */
+#include "http/internal.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -12,33 +12,13 @@
 #include "common/log.h"
 #include "common/util.h"
 
-#define TARGET "coglet::transport::http"
+#define TARGET HTTP_TARGET
 #define READ_CAP (HTTP_MAX_BODY + HTTP_MAX_HEADER_BYTES + HTTP_MAX_URL + 4096)
+#define LINGER_MS 2000
 
 static const llhttp_settings_t parser_settings;
-
-const char *http_status_text(int status) {
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 202: return "Accepted";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
-    }
-}
+static void conn_process(http_conn *conn);
+static void conn_rearm(http_conn *conn);
 
 /* ---- requests ---- */
 
@@ -59,6 +39,7 @@ static void request_reset(http_request *req) {
         buf_reset(&req->body);
     req->num_headers = 0;
     req->in_value = 0;
+    req->value_at_eol = 0;
     req->method = 0;
     req->is_head = 0;
     req->keep_alive = 0;
@@ -83,18 +64,28 @@ static int reject(llhttp_t *parser, int status, const char *body, const char *re
     http_conn *conn = parser->data;
     conn->reject_status = status;
     conn->reject_body = body;
+    conn->reject_reason = reason; /* llhttp replaces the reason of some callbacks' errors */
     llhttp_set_error_reason(parser, reason);
     return HPE_USER;
 }
 
+static const char bad_request[] = "Bad Request";
+
 static int on_message_begin(llhttp_t *parser) {
     http_conn *conn = parser->data;
     request_reset(&conn->req);
+    conn->phase = HTTP_PHASE_HEADERS; /* the header deadline runs from the first byte */
+    conn_rearm(conn);
     return 0;
 }
 
 static int on_url(llhttp_t *parser, const char *at, size_t len) {
     http_conn *conn = parser->data;
+    /* A request line that ends after the target is HTTP/0.9, which llhttp would take and
+     * then wait on for headers. The byte after the span is in the buffer, or is the NUL
+     * that ends it (a target cut by the end of a read is continued by the next call). */
+    if (at[len] == '\r' || at[len] == '\n')
+        return reject(parser, 400, "HTTP/0.9 is not supported", "HTTP/0.9 request line");
     if (buf_append(&conn->req.url, at, len) != BUF_OK)
         return reject(parser, 414, "", "url over limit");
     return 0;
@@ -120,6 +111,12 @@ static int on_header_field(llhttp_t *parser, const char *at, size_t len) {
 
 static int on_header_value(llhttp_t *parser, const char *at, size_t len) {
     http_request *req = &((http_conn *)parser->data)->req;
+    /* llhttp takes a folded value (obs-fold: a line break, then a space or tab) as a second
+     * piece of the same value; a piece after one that ended at a line break is a fold, and
+     * the request is refused rather than unfolded. */
+    if (req->value_at_eol)
+        return reject(parser, 400, "Folded header lines (obs-fold) are not supported", "obs-fold in a header");
+    req->value_at_eol = at[len] == '\r' || at[len] == '\n'; /* the NUL past the buffer otherwise */
     if (req->num_headers == 0)
         return 0;
     size_t *v = &req->hdr_value[req->num_headers - 1];
@@ -136,6 +133,7 @@ static int on_header_value(llhttp_t *parser, const char *at, size_t len) {
 static int on_header_value_complete(llhttp_t *parser) {
     http_request *req = &((http_conn *)parser->data)->req;
     req->in_value = 0;
+    req->value_at_eol = 0;
     /* the next on_header_field starts a new header */
     if (req->num_headers > 0 && req->hdr_value[req->num_headers - 1] == (size_t)-1) {
         req->hdr_value[req->num_headers - 1] = req->hdr_data.len;
@@ -145,8 +143,6 @@ static int on_header_value_complete(llhttp_t *parser) {
 }
 
 static const char body_too_large[] = "Failed to buffer the request body: length limit exceeded";
-
-static void conn_write_raw(http_conn *conn, const char *data, size_t len);
 
 static int on_headers_complete(llhttp_t *parser) {
     http_conn *conn = parser->data;
@@ -162,11 +158,21 @@ static int on_headers_complete(llhttp_t *parser) {
         return reject(parser, 413, body_too_large, "body over limit");
     if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > 65536)
         buf_reserve(&req->body, (size_t)parser->content_length); /* once, not by doubling */
+    conn->phase = HTTP_PHASE_BODY;
+    conn_rearm(conn);
     const char *expect = http_request_header(req, "expect");
     if (expect && !strcasecmp(expect, "100-continue")) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        conn_write_raw(conn, cont, sizeof cont - 1);
+        http__conn_write_raw(conn, cont, sizeof cont - 1);
     }
+    return 0;
+}
+
+/* A chunk announced past the body limit is refused before any of it is buffered. */
+static int on_chunk_header(llhttp_t *parser) {
+    http_conn *conn = parser->data;
+    if (parser->content_length > HTTP_MAX_BODY - conn->req.body.len)
+        return reject(parser, 413, body_too_large, "chunk over the body limit");
     return 0;
 }
 
@@ -174,13 +180,17 @@ static int on_body(llhttp_t *parser, const char *at, size_t len) {
     http_conn *conn = parser->data;
     if (buf_append(&conn->req.body, at, len) != BUF_OK)
         return reject(parser, 413, body_too_large, "body over limit");
+    conn_rearm(conn); /* progress: the body deadline starts again */
     return 0;
 }
 
 static int on_message_complete(llhttp_t *parser) {
     http_conn *conn = parser->data;
-    conn->req.keep_alive = llhttp_should_keep_alive(parser);
+    /* Upgrades are not served: the answer closes the connection, so what follows (another
+     * protocol's bytes) is never parsed as requests. */
+    conn->req.keep_alive = llhttp_should_keep_alive(parser) && !parser->upgrade;
     conn->request_pending = 1;
+    conn_rearm(conn); /* the app's wait is never timed here */
     /* Hand the request over once llhttp has returned; pause so pipelined bytes wait. */
     return HPE_PAUSED;
 }
@@ -192,24 +202,32 @@ static const llhttp_settings_t parser_settings = {
     .on_header_value = on_header_value,
     .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
+    .on_chunk_header = on_chunk_header,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
 
 /* ---- connection lifetime ---- */
 
+void http__server_maybe_drained(http_server *server) {
+    if (server->draining && server->num_conns == 0 && server->shed_open == 0 && !server->listening &&
+        server->on_drained)
+        server->on_drained(server);
+}
+
 static void conn_on_close(uv_handle_t *handle) {
-    http_conn *conn = container_of(handle, http_conn, tcp);
+    http_conn *conn = handle->data;
+    if (--conn->handles_open > 0)
+        return;
     http_server *server = conn->server;
     request_free(&conn->req);
     buf_free(&conn->pending);
     free(conn);
     server->num_conns--;
-    if (server->draining && server->num_conns == 0 && !server->listening && server->on_drained)
-        server->on_drained(server);
+    http__server_maybe_drained(server);
 }
 
-static void conn_close(http_conn *conn) {
+void http__conn_close(http_conn *conn) {
     if (conn->closing)
         return;
     conn->closing = 1;
@@ -225,172 +243,200 @@ static void conn_close(http_conn *conn) {
         server->ops->on_abort(conn);
     }
     conn->app_data = NULL;
+    uv_close((uv_handle_t *)&conn->timer, conn_on_close);
     uv_close((uv_handle_t *)&conn->tcp, conn_on_close);
 }
 
-typedef struct write_req {
-    uv_write_t req;
-    http_conn *conn;
-    size_t len;
-    char *owned; /* a body handed over by the caller: freed with the request */
-    void (*release)(void *ctx); /* referenced memory the caller frees once written */
-    void *release_ctx;
-    char data[];
-} write_req;
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b);
 
-static void on_write(uv_write_t *req, int status) {
-    write_req *wr = container_of(req, write_req, req);
-    http_conn *conn = wr->conn;
-    free(wr->owned);
-    if (wr->release)
-        wr->release(wr->release_ctx);
-    free(wr);
-    conn->writes_in_flight--;
+/* Reads while the peer may still send, the parser can take it, and output is under the
+ * bound. */
+static void conn_update_reading(http_conn *conn) {
+    int want = !conn->closing && !conn->read_eof && !conn->throttled;
+    if (want == conn->reading)
+        return;
+    conn->reading = want;
+    if (!want)
+        uv_read_stop((uv_stream_t *)&conn->tcp);
+    else if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0)
+        http__conn_close(conn);
+}
+
+/* ---- deadlines ---- */
+
+/* The deadline that applies now, in ms (0: none). Output still being written, or a client
+ * too slow to take it, counts as idle: write progress restarts that deadline. */
+static uint64_t conn_deadline_ms(const http_conn *conn) {
+    const http_limits *limits = &conn->server->limits;
+    if (conn->linger)
+        return LINGER_MS;
+    if (conn->request_pending)
+        return 0; /* the app holds the request: a sync prediction or an SSE stream */
+    if (conn->throttled)
+        return limits->idle_timeout_ms;
+    switch (conn->phase) {
+    case HTTP_PHASE_HEADERS: return limits->header_timeout_ms;
+    case HTTP_PHASE_BODY: return limits->body_timeout_ms;
+    default: return limits->idle_timeout_ms;
+    }
+}
+
+static void on_conn_timer(uv_timer_t *timer);
+
+static void conn_rearm(http_conn *conn) {
     if (conn->closing)
         return;
-    if (status < 0) {
-        conn_close(conn);
-        return;
-    }
-    if (conn->close_after_write && conn->writes_in_flight == 0)
-        conn_close(conn);
-}
-
-/* What a write leaves behind once the socket has it: `owned` is freed, release(ctx) runs. */
-typedef struct write_done {
-    char *owned;
-    void (*release)(void *ctx);
-    void *ctx;
-} write_done;
-
-static void write_done_now(write_done *d) {
-    free(d->owned);
-    if (d->release)
-        d->release(d->ctx);
-}
-
-/* Writes what the socket takes now and queues the rest: bufs[0, ncopy) are copied if they
- * could not go at once (they may live on the caller's stack), the rest is referenced in
- * place until written (a body handed over, or pieces the caller keeps alive), so a large
- * body is never copied. */
-static void conn_writev_ex(http_conn *conn, uv_buf_t *bufs, unsigned nbufs, unsigned ncopy, write_done done) {
-    if (conn->closing) {
-        write_done_now(&done);
-        return;
-    }
-    size_t total = 0, copy_total = 0;
-    for (unsigned i = 0; i < nbufs; i++) {
-        total += bufs[i].len;
-        if (i < ncopy)
-            copy_total += bufs[i].len;
-    }
-    size_t sent = 0;
-    if (conn->writes_in_flight == 0) {
-        int n = uv_try_write((uv_stream_t *)&conn->tcp, bufs, nbufs);
-        if (n > 0)
-            sent = (size_t)n;
-        else if (n < 0 && n != UV_EAGAIN) {
-            write_done_now(&done);
-            conn_close(conn);
-            return;
-        }
-    }
-    if (sent == total) {
-        write_done_now(&done);
-        if (conn->close_after_write && conn->writes_in_flight == 0)
-            conn_close(conn);
-        return;
-    }
-    /* the unsent part of the copied buffers, then the uv_buf_t array, aligned */
-    size_t copy_len = sent < copy_total ? copy_total - sent : 0;
-    size_t align = (copy_len + 7) & ~(size_t)7;
-    write_req *wr = malloc(sizeof *wr + align + (nbufs + 1) * sizeof(uv_buf_t));
-    if (!wr) {
-        write_done_now(&done);
-        conn_close(conn);
-        return;
-    }
-    wr->conn = conn;
-    wr->len = total - sent;
-    wr->owned = done.owned;
-    wr->release = done.release;
-    wr->release_ctx = done.ctx;
-    uv_buf_t *out = (uv_buf_t *)(wr->data + align);
-    unsigned nout = 0;
-    size_t skip = sent, off = 0;
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t l = bufs[i].len;
-        if (skip >= l) {
-            skip -= l;
-            continue;
-        }
-        if (i < ncopy) {
-            memcpy(wr->data + off, bufs[i].base + skip, l - skip);
-            off += l - skip;
-        } else {
-            out[nout++] = uv_buf_init(bufs[i].base + skip, (unsigned)(l - skip));
-        }
-        skip = 0;
-    }
-    if (copy_len) {
-        /* the copied bytes go first: shift the references up one */
-        memmove(out + 1, out, nout * sizeof *out);
-        out[0] = uv_buf_init(wr->data, (unsigned)copy_len);
-        nout++;
-    }
-    conn->writes_in_flight++;
-    int rc = uv_write(&wr->req, (uv_stream_t *)&conn->tcp, out, nout, on_write);
-    if (rc < 0) {
-        conn->writes_in_flight--;
-        free(wr);
-        write_done_now(&done);
-        conn_close(conn);
-    }
-}
-
-static void conn_writev(http_conn *conn, uv_buf_t *bufs, unsigned nbufs) {
-    conn_writev_ex(conn, bufs, nbufs, nbufs, (write_done){0});
-}
-
-static void conn_write_raw(http_conn *conn, const char *data, size_t len) {
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    conn_writev(conn, &b, 1);
-}
-
-static void conn_process(http_conn *conn);
-
-static void conn_request_done(http_conn *conn) {
-    conn->request_pending = 0;
-    conn->responding = 0;
-    conn->app_data = NULL;
-    if (!conn->req.keep_alive || conn->server->draining) {
-        conn->close_after_write = 1;
-        if (conn->writes_in_flight == 0)
-            conn_close(conn);
-        return;
-    }
-    if (conn->read_eof && conn->pending.len == 0) {
-        conn->close_after_write = 1;
-        if (conn->writes_in_flight == 0)
-            conn_close(conn);
-        return;
-    }
-    conn_process(conn);
+    uint64_t ms = conn_deadline_ms(conn);
+    if (ms)
+        uv_timer_start(&conn->timer, on_conn_timer, ms, 0);
+    else
+        uv_timer_stop(&conn->timer);
 }
 
 static void respond_and_close(http_conn *conn, int status, const char *body) {
+    conn->rejected = 1;
+    conn->linger = 1;
     conn->req.keep_alive = 0;
     conn->request_pending = 1;
     http_respond(conn, status, "text/plain; charset=utf-8", body, strlen(body), NULL);
 }
 
-/* Runs the parser over buffered input until a request is handed to the app or the
- * input is used up. Never called from inside llhttp. */
+static void on_conn_timer(uv_timer_t *timer) {
+    http_conn *conn = timer->data;
+    const http_limits *limits = &conn->server->limits;
+    if (conn->closing)
+        return;
+    if (conn->linger || conn->rejected) {
+        http__conn_close(conn);
+    } else if (conn->throttled || conn->phase == HTTP_PHASE_IDLE) {
+        if (conn->writes_in_flight)
+            log_warn(TARGET, "closing a connection whose client stopped reading: %zu bytes unsent for %g s",
+                     uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp), limits->idle_timeout_ms / 1000.0);
+        else
+            log_debug(TARGET, "closing a keep-alive connection idle for %g s", limits->idle_timeout_ms / 1000.0);
+        http__conn_close(conn);
+    } else if (conn->phase == HTTP_PHASE_HEADERS) {
+        log_warn(TARGET, "rejected request: 408 request headers not received within %g s",
+                 limits->header_timeout_ms / 1000.0);
+        respond_and_close(conn, 408, "Timed out reading the request headers");
+    } else {
+        log_warn(TARGET, "rejected request: 408 no request body received for %g s", limits->body_timeout_ms / 1000.0);
+        respond_and_close(conn, 408, "Timed out reading the request body");
+    }
+}
+
+/* ---- back-pressure and the end of a connection ---- */
+
+static int conn_over_bound(http_conn *conn) {
+    return uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp) > conn->server->limits.max_unsent;
+}
+
+void http__conn_queued(http_conn *conn) {
+    if (!conn->throttled && conn_over_bound(conn)) {
+        conn->throttled = 1;
+        conn_update_reading(conn);
+        conn_rearm(conn);
+    }
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    http_conn *conn = req->data;
+    if (status < 0 && !conn->closing)
+        http__conn_close(conn);
+}
+
+/* Everything is written and the connection is to close. After an error answer the peer may
+ * still be sending (a body we refused): closing with unread input would reset the
+ * connection and could destroy the answer before the client reads it, so half-close, drop
+ * what arrives until the peer's EOF, and close then (or after LINGER_MS). */
+static void conn_end(http_conn *conn) {
+    if (!conn->linger || conn->read_eof || conn->server->draining) {
+        http__conn_close(conn);
+        return;
+    }
+    conn->throttled = 0;
+    conn->shutdown_req.data = conn;
+    if (uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown) != 0) {
+        http__conn_close(conn);
+        return;
+    }
+    conn_update_reading(conn);
+    conn_rearm(conn);
+}
+
+static void conn_close_after_write(http_conn *conn) {
+    conn->close_after_write = 1;
+    if (conn->writes_in_flight == 0)
+        conn_end(conn);
+}
+
+void http__conn_wrote(http_conn *conn, int status) {
+    if (status < 0) {
+        http__conn_close(conn);
+        return;
+    }
+    if (conn->close_after_write) {
+        if (conn->writes_in_flight == 0)
+            conn_end(conn);
+        else
+            conn_rearm(conn);
+        return;
+    }
+    if (conn->throttled && uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp) <= conn->server->limits.max_unsent / 2) {
+        conn->throttled = 0;
+        conn_update_reading(conn);
+        conn_rearm(conn);
+        if (!conn->closing && !conn->request_pending)
+            conn_process(conn);
+        return;
+    }
+    if (conn->throttled || conn->phase == HTTP_PHASE_IDLE)
+        conn_rearm(conn); /* the client is taking its output */
+}
+
+void http__conn_request_done(http_conn *conn) {
+    conn->request_pending = 0;
+    conn->responding = 0;
+    conn->app_data = NULL;
+    conn->phase = HTTP_PHASE_IDLE;
+    if (!conn->req.keep_alive || conn->server->draining || (conn->read_eof && conn->pending.len == 0)) {
+        conn_close_after_write(conn);
+        return;
+    }
+    conn_rearm(conn);
+    conn_process(conn);
+}
+
+/* ---- parsing ---- */
+
+static void conn_reject_parse_error(http_conn *conn, llhttp_errno_t err) {
+    const char *reason = llhttp_get_error_reason(&conn->parser);
+    if (conn->reject_status) {
+        log_warn(TARGET, "rejected request: %d %s", conn->reject_status, conn->reject_reason);
+        respond_and_close(conn, conn->reject_status, conn->reject_body ? conn->reject_body : "");
+    } else if (err == HPE_PAUSED_H2_UPGRADE) {
+        log_warn(TARGET, "rejected request: 400 HTTP/2 connection preface (only HTTP/1.x is served)");
+        respond_and_close(conn, 400, bad_request);
+    } else {
+        log_warn(TARGET, "malformed HTTP request: %s (%s)", llhttp_errno_name(err), reason);
+        respond_and_close(conn, 400, bad_request);
+    }
+}
+
+/* Runs the parser over buffered input until a request is handed to the app, the input is
+ * used up, or the connection's unsent output is over the bound. Never called from inside
+ * llhttp. */
 static void conn_process(http_conn *conn) {
-    if (conn->processing)
+    if (conn->processing || conn->rejected)
         return; /* a response written from inside on_request: the loop below goes on */
     conn->processing = 1;
     while (!conn->closing && !conn->request_pending && conn->pending.len > 0) {
+        if (conn_over_bound(conn)) {
+            /* the next request waits until the client has read enough of the answers */
+            http__conn_queued(conn);
+            break;
+        }
         if (conn->parse_paused) {
             llhttp_resume(&conn->parser);
             conn->parse_paused = 0;
@@ -412,25 +458,22 @@ static void conn_process(http_conn *conn) {
             continue; /* loop ends while the request is pending */
         }
         buf_reset(&conn->pending);
-        if (conn->reject_status) {
-            log_event(LOG_WARN, TARGET, NULL, "rejected request: %d %s", conn->reject_status,
-                      llhttp_get_error_reason(&conn->parser));
-            respond_and_close(conn, conn->reject_status, conn->reject_body ? conn->reject_body : "");
-        } else {
-            log_event(LOG_WARN, TARGET, NULL, "malformed HTTP request: %s (%s)", llhttp_errno_name(err),
-                      llhttp_get_error_reason(&conn->parser));
-            respond_and_close(conn, 400, "Bad Request");
-        }
         conn->processing = 0;
+        conn_reject_parse_error(conn, err);
         return;
     }
     conn->processing = 0;
-    if (!conn->closing && !conn->request_pending && conn->read_eof) {
-        /* Peer finished sending and nothing is pending: done. */
-        if (conn->writes_in_flight == 0)
-            conn_close(conn);
+    if (conn->closing || conn->request_pending || conn->throttled || conn->close_after_write)
+        return;
+    if (conn->pending.len == 0)
+        buf_free(&conn->pending); /* an idle connection keeps no read buffer */
+    if (conn->read_eof && conn->pending.len == 0) {
+        /* The peer finished sending and nothing is pending: done, unless it stopped in the
+         * middle of a request, which is abandoned. */
+        if (llhttp_finish(&conn->parser) != HPE_OK)
+            http__conn_close(conn);
         else
-            conn->close_after_write = 1;
+            conn_close_after_write(conn);
     }
 }
 
@@ -452,33 +495,30 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
     (void)b;
     if (nread == UV_ENOBUFS) {
         log_warn(TARGET, "connection input over limit; closing it");
-        conn_close(conn);
+        http__conn_close(conn);
         return;
     }
     if (nread < 0) {
-        uv_read_stop(stream);
         conn->read_eof = 1;
-        if (nread != UV_EOF || conn->request_pending) {
-            /* The client is gone while we owe it an answer: the app hears of it. */
-            conn_close(conn);
+        conn_update_reading(conn);
+        if (nread != UV_EOF || conn->linger || conn->request_pending) {
+            /* A reset, done lingering, or the client is gone while we owe it an answer
+             * (the app hears of it). */
+            http__conn_close(conn);
             return;
         }
-        if (conn->pending.len > 0) {
-            /* Feed what is left; llhttp learns the stream ended. */
-            conn_process(conn);
-            if (!conn->closing && !conn->request_pending) {
-                if (llhttp_finish(&conn->parser) != HPE_OK && !conn->closing)
-                    conn_close(conn);
-            }
-            return;
-        }
-        conn_process(conn);
+        conn_process(conn); /* after an error answer: closed once that is written */
         return;
     }
     if (nread == 0)
         return;
+    if (conn->rejected) {
+        buf_reset(&conn->pending); /* answered already: dropped */
+        return;
+    }
     conn->pending.len += (size_t)nread;
     conn->pending.data[conn->pending.len] = '\0';
+    conn->server->bytes_received += (size_t)nread;
     if (!conn->request_pending)
         conn_process(conn);
 }
@@ -492,6 +532,10 @@ static http_conn *conn_new(http_server *server) {
         free(conn);
         return NULL;
     }
+    uv_timer_init(server->loop, &conn->timer);
+    conn->tcp.data = conn;
+    conn->timer.data = conn;
+    conn->handles_open = 2;
     request_init(&conn->req);
     buf_init(&conn->pending, READ_CAP);
     server->num_conns++;
@@ -505,8 +549,9 @@ static http_conn *conn_new(http_server *server) {
 static void conn_start(http_conn *conn) {
     llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
     conn->parser.data = conn;
-    if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0)
-        conn_close(conn);
+    conn->phase = HTTP_PHASE_HEADERS; /* a new connection owes its first request's headers */
+    conn_rearm(conn);
+    conn_update_reading(conn);
 }
 
 int http_server_adopt_fd(http_server *server, int fd) {
@@ -515,7 +560,7 @@ int http_server_adopt_fd(http_server *server, int fd) {
         return UV_ENOMEM;
     int rc = uv_tcp_open(&conn->tcp, fd);
     if (rc != 0) {
-        conn_close(conn);
+        http__conn_close(conn);
         return rc;
     }
     conn_start(conn);
@@ -528,144 +573,19 @@ static void on_connection(uv_stream_t *listener, int status) {
         log_warn(TARGET, "accept failed: %s", uv_strerror(status));
         return;
     }
+    if ((unsigned)server->num_conns >= server->limits.max_connections) {
+        http__shed_connection(server);
+        return;
+    }
     http_conn *conn = conn_new(server);
     if (!conn)
         return;
     if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
-        conn_close(conn);
+        http__conn_close(conn);
         return;
     }
     uv_tcp_nodelay(&conn->tcp, 1);
     conn_start(conn);
-}
-
-/* ---- responses ---- */
-
-static int write_head(buf *out, http_conn *conn, int status, const char *content_type,
-                      long content_length, const char *extra) {
-    int rc = buf_printf(out, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
-    if (content_type)
-        rc |= buf_printf(out, "content-type: %s\r\n", content_type);
-    if (content_length >= 0)
-        rc |= buf_printf(out, "content-length: %ld\r\n", content_length);
-    if (extra)
-        rc |= buf_append_str(out, extra);
-    if (!conn->req.keep_alive || conn->server->draining)
-        rc |= buf_append_str(out, "connection: close\r\n");
-    rc |= buf_append_str(out, "\r\n");
-    return rc;
-}
-
-static void respond(http_conn *conn, int status, const char *content_type, const char *body, size_t len,
-                    const char *extra_headers, char *owned) {
-    if (conn->closing || !conn->request_pending) {
-        free(owned);
-        return;
-    }
-    /* Most heads fit on the stack: a buf over stack memory whose limit stops any realloc. */
-    char head_mem[512];
-    buf head = {.data = head_mem, .len = 0, .cap = sizeof head_mem, .limit = sizeof head_mem - 1};
-    int on_heap = 0;
-    if (write_head(&head, conn, status, content_type, (long)len, extra_headers) != BUF_OK) {
-        buf_init(&head, 1 << 20);
-        on_heap = 1;
-        if (write_head(&head, conn, status, content_type, (long)len, extra_headers) != BUF_OK) {
-            buf_free(&head);
-            free(owned);
-            conn_close(conn);
-            return;
-        }
-    }
-    uv_buf_t bufs[2] = {uv_buf_init(head.data, (unsigned)head.len), uv_buf_init((char *)body, (unsigned)len)};
-    if (conn->req.is_head || len == 0) {
-        conn_writev(conn, bufs, 1);
-        free(owned);
-    } else {
-        conn_writev_ex(conn, bufs, 2, 1, (write_done){.owned = owned});
-    }
-    if (on_heap)
-        buf_free(&head);
-    if (!conn->closing)
-        conn_request_done(conn);
-}
-
-void http_respond(http_conn *conn, int status, const char *content_type, const char *body, size_t len,
-                  const char *extra_headers) {
-    respond(conn, status, content_type, body, len, extra_headers, NULL);
-}
-
-void http_respond_json_owned(http_conn *conn, int status, char *json) {
-    respond(conn, status, "application/json", json, strlen(json), NULL, json);
-}
-
-void http_respond_parts(http_conn *conn, int status, const char *content_type, const char *const *parts,
-                        const size_t *lens, unsigned nparts, void (*release)(void *ctx), void *ctx) {
-    if (conn->closing || !conn->request_pending) {
-        release(ctx);
-        return;
-    }
-    size_t total = 0;
-    for (unsigned i = 0; i < nparts; i++)
-        total += lens[i];
-    buf head;
-    buf_init(&head, 1 << 20);
-    if (write_head(&head, conn, status, content_type, (long)total, NULL) != BUF_OK) {
-        buf_free(&head);
-        release(ctx);
-        conn_close(conn);
-        return;
-    }
-    uv_buf_t *bufs = malloc((nparts + 1) * sizeof *bufs);
-    if (!bufs) {
-        buf_free(&head);
-        release(ctx);
-        conn_close(conn);
-        return;
-    }
-    bufs[0] = uv_buf_init(head.data, (unsigned)head.len);
-    for (unsigned i = 0; i < nparts; i++)
-        bufs[i + 1] = uv_buf_init((char *)parts[i], (unsigned)lens[i]);
-    conn_writev_ex(conn, bufs, conn->req.is_head ? 1 : nparts + 1, 1,
-                   (write_done){.release = release, .ctx = ctx});
-    free(bufs);
-    buf_free(&head);
-    if (!conn->closing)
-        conn_request_done(conn);
-}
-
-void http_respond_json(http_conn *conn, int status, const char *json) {
-    http_respond(conn, status, "application/json", json, strlen(json), NULL);
-}
-
-void http_stream_begin(http_conn *conn, int status, const char *content_type, const char *extra_headers) {
-    if (conn->closing || !conn->request_pending)
-        return;
-    buf head;
-    buf_init(&head, 1 << 20);
-    buf_printf(&head, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ntransfer-encoding: chunked\r\n%s\r\n", status,
-               http_status_text(status), content_type, extra_headers ? extra_headers : "");
-    conn->responding = 1;
-    conn_write_raw(conn, head.data, head.len);
-    buf_free(&head);
-}
-
-void http_stream_write(http_conn *conn, const char *data, size_t len) {
-    if (conn->closing || !conn->responding || len == 0 || conn->req.is_head)
-        return;
-    char size[32];
-    int n = snprintf(size, sizeof size, "%zx\r\n", len);
-    uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
-                        uv_buf_init("\r\n", 2)};
-    conn_writev(conn, bufs, 3);
-}
-
-void http_stream_end(http_conn *conn) {
-    if (conn->closing || !conn->responding)
-        return;
-    if (!conn->req.is_head)
-        conn_write_raw(conn, "0\r\n\r\n", 5);
-    if (!conn->closing)
-        conn_request_done(conn);
 }
 
 /* ---- server ---- */
@@ -675,6 +595,7 @@ int http_server_init(http_server *server, uv_loop_t *loop, const http_app_ops *o
     server->loop = loop;
     server->ops = ops;
     server->app = app;
+    http__limits_from_env(&server->limits);
     int rc = uv_tcp_init(loop, &server->listener);
     server->listener_open = rc == 0;
     return rc;
@@ -712,8 +633,7 @@ int http_server_listen(http_server *server, const char *host, int port, char *bo
 
 static void on_listener_closed(uv_handle_t *handle) {
     http_server *server = container_of(handle, http_server, listener);
-    if (server->draining && server->num_conns == 0 && server->on_drained)
-        server->on_drained(server);
+    http__server_maybe_drained(server);
 }
 
 void http_server_stop_listening(http_server *server) {
@@ -729,12 +649,8 @@ void http_server_close_idle(http_server *server) {
     http_conn *conn = server->conns;
     while (conn) {
         http_conn *next = conn->next;
-        if (!conn->request_pending && !conn->responding) {
-            if (conn->writes_in_flight)
-                conn->close_after_write = 1;
-            else
-                conn_close(conn);
-        }
+        if (!conn->request_pending && !conn->responding)
+            conn_close_after_write(conn);
         conn = next;
     }
 }
@@ -745,7 +661,7 @@ void http_server_close_all(http_server *server) {
     http_conn *conn = server->conns;
     while (conn) {
         http_conn *next = conn->next;
-        conn_close(conn);
+        http__conn_close(conn);
         conn = next;
     }
 }

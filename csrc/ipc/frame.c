@@ -62,6 +62,13 @@ int frame_decoder_next(frame_decoder *d, json_t **msg, char *err, size_t errlen)
     return 1;
 }
 
+void frame_header_encode(unsigned char out[4], uint32_t len) {
+    out[0] = (unsigned char)(len >> 24);
+    out[1] = (unsigned char)(len >> 16);
+    out[2] = (unsigned char)(len >> 8);
+    out[3] = (unsigned char)len;
+}
+
 /* Encoded with json_out (one pass, no per-character stream layer), keys in insertion order. */
 int frame_encode(buf *out, const json_t *msg) {
     size_t start = out->len;
@@ -76,11 +83,7 @@ int frame_encode(buf *out, const json_t *msg) {
         out->len = start;
         return -1;
     }
-    unsigned char *h = (unsigned char *)out->data + start;
-    h[0] = (unsigned char)(n >> 24);
-    h[1] = (unsigned char)(n >> 16);
-    h[2] = (unsigned char)(n >> 8);
-    h[3] = (unsigned char)n;
+    frame_header_encode((unsigned char *)out->data + start, (uint32_t)n);
     return 0;
 }
 
@@ -110,11 +113,7 @@ char *frame_encode_with_raw(const json_t *msg, const char *key, const char *raw,
     size_t n = b.len - 4;
     if (n > FRAME_MAX_PAYLOAD)
         goto failed;
-    unsigned char *h = (unsigned char *)b.data;
-    h[0] = (unsigned char)(n >> 24);
-    h[1] = (unsigned char)(n >> 16);
-    h[2] = (unsigned char)(n >> 8);
-    h[3] = (unsigned char)n;
+    frame_header_encode((unsigned char *)b.data, (uint32_t)n);
     *len = b.len;
     return buf_steal(&b);
 failed:

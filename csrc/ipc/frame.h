@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/buf.h"
 
@@ -20,6 +21,9 @@ void frame_decoder_free(frame_decoder *d);
 int frame_decoder_feed(frame_decoder *d, const char *data, size_t len);
 /* 1: *msg set (new reference); 0: need more bytes; -1: channel broken (err set). */
 int frame_decoder_next(frame_decoder *d, json_t **msg, char *err, size_t errlen);
+
+/* The 4-byte big-endian length every frame starts with; every writer of frames uses it. */
+void frame_header_encode(unsigned char out[4], uint32_t len);
 
 /* Appends one frame for msg to out. -1 when the payload is over the cap or unencodable. */
 int frame_encode(buf *out, const json_t *msg);

@@ -1,5 +1,5 @@
 /* orchestrator/orchestrator.c: spawns the worker and speaks the frame protocol with it.
- * Transport (ours, SPEC 7.2 allows it): the control channel and every slot are
+ * Transport (ours; docs/worker-protocol.md#channels): the control channel and every slot are
  * socketpairs handed to the worker as inherited fds 3, 4, ...; the worker's fds 1 and 2
  * are pipes we read and log, so nothing the worker prints is lost. */
 #include "orchestrator/orchestrator.h"
@@ -94,61 +94,63 @@ int orchestrator_send_control(orchestrator *orch, const json_t *msg) {
     return send_frame(&orch->control, msg);
 }
 
-/* ---- permit pool ---- */
+/* ---- permit pool (orchestrator/pool.c) ---- */
 
 slot *orchestrator_acquire_slot(orchestrator *orch) {
-    slot *s = orch->free_slots;
-    if (!s)
-        return NULL;
-    orch->free_slots = s->next_free;
-    s->next_free = NULL;
-    s->in_pool = 0;
-    orch->num_free--;
-    return s;
+    pool_link *link = permit_pool_try_acquire(&orch->pool);
+    return link ? container_of(link, slot, permit) : NULL;
 }
 
 void orchestrator_release_slot(orchestrator *orch, slot *s) {
-    if (s->in_pool || s->poisoned || orch->state != ORCH_READY)
-        return;
-    s->in_pool = 1;
-    s->next_free = orch->free_slots;
-    orch->free_slots = s;
-    orch->num_free++;
+    if (orch->state == ORCH_READY)
+        permit_pool_release(&orch->pool, &s->permit);
 }
 
-int orchestrator_free_slots(const orchestrator *orch) { return orch->num_free; }
+int orchestrator_free_slots(const orchestrator *orch) { return permit_pool_free_count(&orch->pool); }
 
-void orchestrator_poison(orchestrator *orch, slot *s) {
-    if (s->poisoned)
+void orchestrator_poison(orchestrator *orch, slot *s) { permit_pool_poison(&orch->pool, &s->permit); }
+
+void orchestrator_unpoison(orchestrator *orch, slot *s) {
+    if (!s->permit.poisoned || orch->state != ORCH_READY || !s->pipe_open)
         return;
-    s->poisoned = 1;
-    if (s->in_pool) {
-        slot **pp = &orch->free_slots;
-        while (*pp && *pp != s)
-            pp = &(*pp)->next_free;
-        if (*pp)
-            *pp = s->next_free;
-        s->in_pool = 0;
-        orch->num_free--;
-    }
+    permit_pool_unpoison(&orch->pool, &s->permit);
 }
 
 /* ---- worker output (fds 1 and 2) ---- */
 
+/* Logs one piece of worker output; data[len] is borrowed as the terminator and put back. */
+static void emit_piece(orchestrator *orch, const char *source, char *data, size_t len) {
+    char saved = data[len];
+    data[len] = '\0';
+    orch->ops->on_log(orch->app, source, data);
+    data[len] = saved;
+}
+
+/* Cuts worker fd 1/2 output into log lines of at most LINE_MAX_BYTES: a '\n' ends a line, a
+ * longer run is split into pieces of at most LINE_MAX_BYTES (no byte lost), cut before a
+ * UTF-8 character rather than inside one (a piece must stay valid text for the JSON log);
+ * a tail without '\n' waits for more bytes unless flush_all. */
 static void emit_lines(orchestrator *orch, buf *line, const char *source, int flush_all) {
     size_t start = 0;
     for (size_t i = 0; i < line->len; i++) {
         if (line->data[i] == '\n') {
-            line->data[i] = '\0';
-            orch->ops->on_log(orch->app, source, line->data + start);
+            emit_piece(orch, source, line->data + start, i - start);
             start = i + 1;
+        } else if (i - start == LINE_MAX_BYTES) {
+            size_t cut = i; /* a character starts at most 3 bytes back; else it is not UTF-8 */
+            while (cut > i - 3 && ((unsigned char)line->data[cut] & 0xC0) == 0x80)
+                cut--;
+            if (((unsigned char)line->data[cut] & 0xC0) == 0x80)
+                cut = i;
+            emit_piece(orch, source, line->data + start, cut - start);
+            start = cut;
         }
     }
-    buf_consume(line, start);
-    if (line->len && (flush_all || line->len >= LINE_MAX_BYTES)) {
-        orch->ops->on_log(orch->app, source, line->data);
-        buf_reset(line);
+    if (flush_all && line->len > start) {
+        emit_piece(orch, source, line->data + start, line->len - start);
+        start = line->len;
     }
+    buf_consume(line, start);
 }
 
 static void on_output_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) {
@@ -184,10 +186,11 @@ static void on_output_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
         close_handle(orch, (uv_handle_t *)stream, is_err ? &orch->err_open : &orch->out_open);
         return;
     }
-    /* Lossy: a line over the buffer cap is cut, never fatal. */
+    /* emit_lines leaves at most one piece behind, so a 64 KiB read always fits; should it
+     * not, what is buffered goes out first and nothing is dropped. */
     if (buf_append(line, b->base, (size_t)nread) != BUF_OK) {
         emit_lines(orch, line, source, 1);
-        buf_append(line, b->base, (size_t)nread < LINE_MAX_BYTES ? (size_t)nread : LINE_MAX_BYTES);
+        buf_append(line, b->base, (size_t)nread);
     }
     emit_lines(orch, line, source, 0);
 }
@@ -212,12 +215,8 @@ static void stop_timer(orchestrator *orch) {
 /* No slot is ever handed out again. */
 static void mark_gone(orchestrator *orch) {
     orch->state = ORCH_GONE;
-    orch->free_slots = NULL;
-    orch->num_free = 0;
-    for (int i = 0; i < orch->cfg.num_slots; i++) {
-        orch->slots[i].in_pool = 0;
-        orch->slots[i].poisoned = 1;
-    }
+    for (int i = 0; i < orch->cfg.num_slots; i++)
+        orchestrator_poison(orch, &orch->slots[i]);
 }
 
 /* The worker is gone (exit seen, or its control channel closed and the grace ran out). */
@@ -266,7 +265,7 @@ static void on_timer(uv_timer_t *timer) {
         log_error(TARGET, "worker setup timed out");
         orch->state = ORCH_GONE;
         orch->ops->on_setup_failed(orch->app, "worker setup timed out");
-        /* Not killed (SPEC 9.3): it exits once it sees its control channel closed. */
+        /* Not killed (docs/worker-protocol.md#setup-failures): it exits once it sees its control channel closed. */
         close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
         return;
     }
@@ -478,6 +477,7 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
     orch->app = app;
     orch->cfg = *cfg;
     orch->state = ORCH_SETUP;
+    permit_pool_init(&orch->pool);
     int n = cfg->num_slots;
     frame_decoder_init(&orch->control_dec);
     buf_init(&orch->out_line, 1 << 20);
@@ -623,7 +623,7 @@ void orchestrator_close(orchestrator *orch, void (*on_closed)(orchestrator *orch
         orch->shutdown_sent = 1;
     }
     /* Closing our ends: the worker sees EOF and exits even mid-setup. We do not wait for
-     * its exit (SPEC 9.1); the process handle is just unreferenced. */
+     * its exit (docs/http-api.md#shutdown); the process handle is just unreferenced. */
     close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
     for (int i = 0; orch->slots && i < orch->cfg.num_slots; i++)
         close_handle(orch, (uv_handle_t *)&orch->slots[i].pipe, &orch->slots[i].pipe_open);

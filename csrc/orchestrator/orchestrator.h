@@ -8,6 +8,7 @@
 
 #include "common/buf.h"
 #include "ipc/frame.h"
+#include "orchestrator/pool.h"
 
 typedef struct orchestrator orchestrator;
 
@@ -19,10 +20,9 @@ typedef struct slot {
     int pipe_open;
     frame_decoder dec;
     void *prediction; /* the service's current prediction on this slot, or NULL */
-    int in_pool;      /* free, waiting in the pool */
-    int poisoned;     /* never returns to the pool */
+    pool_link permit; /* in the permit pool while free */
+    int abandoned;    /* the app gave up on its prediction; the worker may still run it */
     unsigned long long seq; /* predict frames sent on this slot */
-    struct slot *next_free;
 } slot;
 
 typedef struct orchestrator_ops {
@@ -70,8 +70,7 @@ struct orchestrator {
     int timer_open;
     int control_eof;
     slot *slots;
-    slot *free_slots;
-    int num_free;
+    permit_pool pool;
     int shutdown_sent;
     int closing;
     int handles_open;
@@ -90,6 +89,9 @@ int orchestrator_send_control(orchestrator *orch, const json_t *msg);
 /* An encoded frame (header included), taken. */
 int orchestrator_send_slot_raw(orchestrator *orch, slot *s, char *frame, size_t len);
 void orchestrator_poison(orchestrator *orch, slot *s);
+/* A slot poisoned only because its prediction was given up on, back in the pool now that
+ * the worker says it is done with it. */
+void orchestrator_unpoison(orchestrator *orch, slot *s);
 /* Sends `shutdown` (once the worker is up) and closes our ends; on_closed when every
  * handle is closed. The worker is never killed: it exits on shutdown or EOF. */
 void orchestrator_close(orchestrator *orch, void (*on_closed)(orchestrator *orch));

@@ -1,9 +1,10 @@
 /* py/module.c: the coglet._impl module: BuildInfo, Server, CancelationException and the
- * _sdk submodule (SPEC 2). Multi-phase init; state in module state. */
+ * _sdk submodule (the surface the cog SDK imports). Multi-phase init; state in module state. */
 #include <Python.h>
 
 #include <stdio.h>
 
+#include "common/build_info.h"
 #include "py/module.h"
 #include "py/sdk.h"
 
@@ -11,15 +12,17 @@ typedef struct {
     PyObject *cancel_exc;
     PyObject *build_info_type;
     PyObject *server_type;
+    PyObject *sdk;     /* coglet._sdk */
+    int worker_active; /* this process runs the worker */
 } module_state;
-
-static int worker_active;
-
-void coglet_set_worker_active(int active) { worker_active = active; }
 
 static module_state *get_state(PyObject *module) { return (module_state *)PyModule_GetState(module); }
 
+void coglet_set_worker_active(PyObject *module, int active) { get_state(module)->worker_active = active; }
+
 PyObject *coglet_cancelation_exception(PyObject *module) { return get_state(module)->cancel_exc; }
+
+PyObject *coglet_sdk_module(PyObject *module) { return get_state(module)->sdk; }
 
 /* ---- BuildInfo ---- */
 
@@ -29,30 +32,30 @@ typedef struct {
 
 static PyObject *bi_version(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyUnicode_FromString(COGLET_VERSION);
+    return PyUnicode_FromString(coglet_build.version);
 }
 static PyObject *bi_git_sha(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyUnicode_FromString(COGLET_GIT_SHA);
+    return PyUnicode_FromString(coglet_build.git_sha);
 }
 static PyObject *bi_dirty(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyBool_FromLong(COGLET_GIT_DIRTY);
+    return PyBool_FromLong(coglet_build.git_dirty);
 }
 static PyObject *bi_build_time(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyUnicode_FromString(COGLET_BUILD_TIME);
+    return PyUnicode_FromString(coglet_build.build_time);
 }
 static PyObject *bi_compiler(PyObject *self, void *c) {
     (void)self, (void)c;
-    return PyUnicode_FromString(COGLET_COMPILER);
+    return PyUnicode_FromString(coglet_build.compiler);
 }
 
 static PyObject *bi_repr(PyObject *self) {
     (void)self;
     return PyUnicode_FromFormat("BuildInfo(version='%s', git_sha='%s', dirty=%s, build_time='%s', rustc_version='%s')",
-                                COGLET_VERSION, COGLET_GIT_SHA, COGLET_GIT_DIRTY ? "True" : "False", COGLET_BUILD_TIME,
-                                COGLET_COMPILER);
+                                coglet_build.version, coglet_build.git_sha, coglet_build.git_dirty ? "True" : "False",
+                                coglet_build.build_time, coglet_build.compiler);
 }
 
 static void plain_dealloc(PyObject *self) {
@@ -109,9 +112,12 @@ static PyObject *server_run_worker(PyObject *self, PyObject *noargs) {
     return coglet_run_worker(module);
 }
 
+/* Server cannot be subclassed, so its module is PyType_GetModule(Py_TYPE(self)); see
+ * py/sdk_internal.h for why not PyType_GetModuleByDef. */
 static PyObject *server_active(PyObject *self, void *c) {
-    (void)self, (void)c;
-    return PyBool_FromLong(worker_active);
+    (void)c;
+    module_state *st = PyType_GetModuleState(Py_TYPE(self));
+    return st ? PyBool_FromLong(st->worker_active) : NULL;
 }
 
 static PyObject *server_repr(PyObject *self) {
@@ -200,15 +206,11 @@ static int module_exec(PyObject *m) {
         Py_XDECREF(srv);
         return -1;
     }
-    if (PyModule_AddStringConstant(m, "__version__", COGLET_VERSION) < 0)
+    if (PyModule_AddStringConstant(m, "__version__", coglet_build.version) < 0)
         return -1;
-    PyObject *sdk = PyModule_New("coglet._sdk");
-    if (!sdk)
+    st->sdk = sdk_module_new();
+    if (!st->sdk || PyModule_AddObjectRef(m, "_sdk", st->sdk) < 0)
         return -1;
-    if (sdk_init(sdk) < 0 || PyModule_AddObject(m, "_sdk", sdk) < 0) {
-        Py_DECREF(sdk);
-        return -1;
-    }
     static const char *const all[] = {"__version__", "__build__", "server", NULL};
     return add_string_list(m, "__all__", all);
 }
@@ -218,6 +220,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     Py_VISIT(st->cancel_exc);
     Py_VISIT(st->build_info_type);
     Py_VISIT(st->server_type);
+    Py_VISIT(st->sdk);
     return 0;
 }
 
@@ -226,6 +229,7 @@ static int module_clear(PyObject *m) {
     Py_CLEAR(st->cancel_exc);
     Py_CLEAR(st->build_info_type);
     Py_CLEAR(st->server_type);
+    Py_CLEAR(st->sdk);
     return 0;
 }
 

@@ -6,7 +6,8 @@
 #include <Python.h>
 
 PyObject *coglet_cancelation_exception(PyObject *module); /* borrowed */
-void coglet_set_worker_active(int active);
+PyObject *coglet_sdk_module(PyObject *module);            /* coglet._sdk, borrowed */
+void coglet_set_worker_active(PyObject *module, int active);
 PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *coglet_run_worker(PyObject *module);
 

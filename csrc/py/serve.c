@@ -11,6 +11,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "common/build_info.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "py/module.h"
@@ -198,11 +199,142 @@ static PyObject *set_handler(int signum, PyObject *handler) {
 
 static PyObject *set_sigterm(PyObject *handler) { return set_handler(SIGTERM, handler); }
 
+/* COG_MAX_CONCURRENCY and COG_SETUP_TIMEOUT (0: none), each with a warning when invalid. */
+static void read_worker_env(int *concurrency, double *setup_timeout) {
+    *concurrency = 1;
+    const char *mc = getenv("COG_MAX_CONCURRENCY");
+    if (mc) {
+        long long v = parse_unsigned(mc);
+        if (v <= 0 || v > 4096)
+            log_warn(TARGET, "Invalid COG_MAX_CONCURRENCY value, defaulting to 1");
+        else
+            *concurrency = (int)v;
+    }
+    *setup_timeout = 0;
+    const char *st = getenv("COG_SETUP_TIMEOUT");
+    if (st) {
+        long long v = parse_unsigned(st);
+        if (v < 0)
+            log_warn(TARGET, "Invalid COG_SETUP_TIMEOUT value, ignoring");
+        else if (v == 0)
+            log_warn(TARGET, "COG_SETUP_TIMEOUT=0 ignored");
+        else
+            *setup_timeout = (double)v;
+    }
+}
+
+/* The handlers serve() replaced, put back when it returns. */
+typedef struct saved_handlers {
+    PyObject *sigterm, *sigint;
+} saved_handlers;
+
+/* SIGTERM and SIGINT get handlers that only set a flag, read by the timer (SIGTERM is
+ * ignored instead with await_explicit_shutdown). 0, or -1 with an exception. */
+static int install_handlers(saved_handlers *saved, int await_shutdown) {
+    int main_thread = in_main_thread();
+    if (await_shutdown) {
+        PyObject *sig = PyImport_ImportModule("signal");
+        PyObject *ign = sig ? PyObject_GetAttrString(sig, "SIG_IGN") : NULL;
+        Py_XDECREF(sig);
+        saved->sigterm = ign ? set_sigterm(ign) : NULL;
+        Py_XDECREF(ign);
+        if (!saved->sigterm)
+            return -1;
+    } else if (main_thread) {
+        PyObject *h = PyCFunction_New(&sigterm_def, NULL);
+        saved->sigterm = h ? set_sigterm(h) : NULL;
+        Py_XDECREF(h);
+        if (!saved->sigterm)
+            return -1;
+    }
+    sigterm_seen = sigint_seen = 0;
+    /* SIGINT always shuts down, even when a shell started us with it ignored: Ctrl-C must stop
+     * a server in the foreground (docs/architecture.md, Parent) */
+    if (main_thread) {
+        PyObject *h = PyCFunction_New(&sigint_def, NULL);
+        saved->sigint = h ? set_handler(SIGINT, h) : NULL;
+        Py_XDECREF(h);
+        PyErr_Clear();
+    }
+    return 0;
+}
+
+/* Puts the saved handlers back; a pending exception survives it. */
+static void restore_handlers(saved_handlers *saved) {
+    if (!saved->sigterm && !saved->sigint)
+        return;
+    PyObject *err_type, *err_value, *err_tb;
+    PyErr_Fetch(&err_type, &err_value, &err_tb);
+    if (saved->sigterm) {
+        PyObject *r = set_sigterm(saved->sigterm);
+        Py_XDECREF(r);
+        Py_CLEAR(saved->sigterm);
+    }
+    if (saved->sigint) {
+        PyObject *r = set_handler(SIGINT, saved->sigint);
+        Py_XDECREF(r);
+        Py_CLEAR(saved->sigint);
+    }
+    PyErr_Clear();
+    PyErr_Restore(err_type, err_value, err_tb);
+}
+
+/* The doors (HTTP unless pull mode has no port; the queue with a redis_url) and the core on
+ * one loop, run with the GIL released until shutdown. 0, or -1 with an exception set. */
+static int run_loop(const core_config *cfg, const char *host, int port, queue_config *qcfg) {
+    py_serve *ps = calloc(1, sizeof *ps);
+    if (!ps) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int rc = uv_loop_init(&ps->loop);
+    if (rc != 0) {
+        free(ps);
+        PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
+        free(log_capture_take());
+        return -1;
+    }
+    ps->core.on_stopped = on_stopped;
+    /* bound first: the "Starting coglet server on" line comes before the worker starts */
+    rc = port >= 0 ? http_door_start(&ps->door, &ps->core, &ps->loop, host, port, stream_history()) : 0;
+    if (rc == 0 && qcfg->redis_url) {
+        queue_config_from_env(qcfg);
+        ps->queue = queue_door_start(&ps->core, &ps->loop, qcfg, &rc);
+    }
+    if (rc == 0)
+        rc = core_start(&ps->core, &ps->loop, cfg);
+    if (rc != 0) {
+        uv_walk(&ps->loop, close_walk, NULL);
+        uv_run(&ps->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&ps->loop);
+        queue_door_free(ps->queue);
+        free(ps);
+        if (rc == UV_EINVAL && qcfg->redis_url)
+            PyErr_Format(PyExc_ValueError, "invalid redis_url: %s", qcfg->redis_url);
+        else
+            PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
+        free(log_capture_take());
+        return -1;
+    }
+    uv_timer_init(&ps->loop, &ps->signal_timer);
+    uv_timer_start(&ps->signal_timer, signal_tick, 100, 100);
+
+    ps->saved_thread = PyEval_SaveThread();
+    uv_run(&ps->loop, UV_RUN_DEFAULT);
+    uv_walk(&ps->loop, close_walk, NULL);
+    uv_run(&ps->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&ps->loop);
+    PyEval_RestoreThread(ps->saved_thread);
+    queue_door_free(ps->queue);
+    free(ps);
+    return 0;
+}
+
 PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
     (void)module;
-    static char *kwlist[] = {"predictor_ref",  "host",         "port",        "await_explicit_shutdown",
-                             "is_train",       "output_temp_dir_base", "upload_url", "redis_url",
-                             "input_queue",    "consumer_id",  "report_setup_run_url", "predict_timeout",
+    static char *kwlist[] = {"predictor_ref",     "host",          "port",          "await_explicit_shutdown",
+                             "is_train",          "output_temp_dir_base", "upload_url", "redis_url",
+                             "input_queue",       "consumer_id",   "report_setup_run_url", "predict_timeout",
                              "max_failure_count", NULL};
     const char *ref = NULL, *host = "0.0.0.0", *upload_url = NULL;
     int port = 5000, await_shutdown = 0, is_train = 0, max_failures = -1;
@@ -214,8 +346,6 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
                                      &qcfg.stream, &qcfg.consumer, &qcfg.report_setup_url, &predict_timeout,
                                      &max_failures))
         return NULL;
-    /* pull mode opens the HTTP port only when one is given */
-    int http = !qcfg.redis_url || (port_obj && port_obj != Py_None);
     if (port_obj && port_obj != Py_None) {
         port = (int)PyLong_AsLong(port_obj);
         if (port == -1 && PyErr_Occurred())
@@ -231,6 +361,8 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
     }
     qcfg.predict_timeout_s = predict_timeout > 0 ? predict_timeout : 0;
     qcfg.max_failures = max_failures < 0 ? -1 : max_failures;
+    /* pull mode opens the HTTP port only when one is given */
+    int http = !qcfg.redis_url || (port_obj && port_obj != Py_None);
     const char *output_dir_base = NULL; /* given: prediction directories go under it */
     if (output_temp_dir_base && output_temp_dir_base != Py_None) {
         if (!PyUnicode_Check(output_temp_dir_base)) {
@@ -260,30 +392,13 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
         free(python);
         python = strdup("python"); /* no sys.executable: fall back to PATH, as the anchor does */
     }
-    log_info(TARGET, "coglet %s (%s, built %s)", COGLET_VERSION, COGLET_GIT_SHA, COGLET_BUILD_TIME);
+    log_info(TARGET, "coglet %s (%s, built %s)", coglet_build.version, coglet_build.git_sha, coglet_build.build_time);
     log_info(TARGET, "python sdk %s", cog_version ? cog_version : "unknown");
     log_info(TARGET, "python %s", py_version ? py_version : "unknown");
 
-    int concurrency = 1;
-    const char *mc = getenv("COG_MAX_CONCURRENCY");
-    if (mc) {
-        long long v = parse_unsigned(mc);
-        if (v <= 0 || v > 4096)
-            log_warn(TARGET, "Invalid COG_MAX_CONCURRENCY value, defaulting to 1");
-        else
-            concurrency = (int)v;
-    }
-    double setup_timeout = 0;
-    const char *st = getenv("COG_SETUP_TIMEOUT");
-    if (st) {
-        long long v = parse_unsigned(st);
-        if (v < 0)
-            log_warn(TARGET, "Invalid COG_SETUP_TIMEOUT value, ignoring");
-        else if (v == 0)
-            log_warn(TARGET, "COG_SETUP_TIMEOUT=0 ignored");
-        else
-            setup_timeout = (double)v;
-    }
+    int concurrency;
+    double setup_timeout;
+    read_worker_env(&concurrency, &setup_timeout);
     if (ref) {
         log_event(LOG_INFO, TARGET, json_pack("{s:s, s:b}", "predictor_ref", ref, "is_train", is_train),
                   "Using subprocess isolation");
@@ -291,127 +406,28 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
                   "Configuring subprocess worker via orchestrator");
     }
 
-    /* Signals: SIGTERM and SIGINT get handlers that only set a flag, read by the timer. */
-    PyObject *prev_sigterm = NULL, *prev_sigint = NULL;
-    int main_thread = in_main_thread();
-    if (await_shutdown) {
-        PyObject *sig = PyImport_ImportModule("signal");
-        PyObject *ign = sig ? PyObject_GetAttrString(sig, "SIG_IGN") : NULL;
-        Py_XDECREF(sig);
-        prev_sigterm = ign ? set_sigterm(ign) : NULL;
-        Py_XDECREF(ign);
-        if (!prev_sigterm)
-            goto failed_early;
-    } else if (main_thread) {
-        PyObject *h = PyCFunction_New(&sigterm_def, NULL);
-        prev_sigterm = h ? set_sigterm(h) : NULL;
-        Py_XDECREF(h);
-        if (!prev_sigterm)
-            goto failed_early;
+    saved_handlers saved = {NULL, NULL};
+    int rc = install_handlers(&saved, await_shutdown);
+    if (rc == 0) {
+        core_config cfg = {
+            .predictor_ref = ref,
+            .is_train = is_train,
+            .upload_url = upload_url,
+            .python = python,
+            .max_concurrency = concurrency,
+            .setup_timeout = setup_timeout,
+            .python_sdk_version = cog_version,
+            .python_version = py_version,
+            .shutdown_grace = env_seconds("COG_SHUTDOWN_GRACE", 30.0),
+            .output_dir_base = output_dir_base,
+        };
+        rc = run_loop(&cfg, host, http ? port : -1, &qcfg);
     }
-    sigterm_seen = sigint_seen = 0;
-    /* SIGINT always shuts down (SPEC 9.1), even when a shell started us with it ignored */
-    if (main_thread) {
-        PyObject *h = PyCFunction_New(&sigint_def, NULL);
-        prev_sigint = h ? set_handler(SIGINT, h) : NULL;
-        Py_XDECREF(h);
-        PyErr_Clear();
-    }
-
-    py_serve *ps = calloc(1, sizeof *ps);
-    if (!ps) {
-        PyErr_NoMemory();
-        goto failed_early;
-    }
-    int rc = uv_loop_init(&ps->loop);
-    if (rc != 0) {
-        free(ps);
-        PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
-        free(log_capture_take());
-        goto failed_early;
-    }
-    core_config cfg = {
-        .predictor_ref = ref,
-        .is_train = is_train,
-        .upload_url = upload_url,
-        .python = python,
-        .max_concurrency = concurrency,
-        .setup_timeout = setup_timeout,
-        .python_sdk_version = cog_version,
-        .python_version = py_version,
-        .shutdown_grace = env_seconds("COG_SHUTDOWN_GRACE", 30.0),
-        .output_dir_base = output_dir_base,
-    };
-    ps->core.on_stopped = on_stopped;
-    /* bound first: the "Starting coglet server on" line comes before the worker starts */
-    rc = http ? http_door_start(&ps->door, &ps->core, &ps->loop, host, port, stream_history()) : 0;
-    if (rc == 0 && qcfg.redis_url) {
-        queue_config_from_env(&qcfg);
-        ps->queue = queue_door_start(&ps->core, &ps->loop, &qcfg, &rc);
-    }
-    if (rc == 0)
-        rc = core_start(&ps->core, &ps->loop, &cfg);
-    if (rc != 0) {
-        uv_walk(&ps->loop, close_walk, NULL);
-        uv_run(&ps->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&ps->loop);
-        queue_door_free(ps->queue);
-        free(ps);
-        if (rc == UV_EINVAL && qcfg.redis_url)
-            PyErr_Format(PyExc_ValueError, "invalid redis_url: %s", qcfg.redis_url);
-        else
-            PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
-        free(log_capture_take());
-        goto failed_early;
-    }
-    uv_timer_init(&ps->loop, &ps->signal_timer);
-    uv_timer_start(&ps->signal_timer, signal_tick, 100, 100);
-
-    ps->saved_thread = PyEval_SaveThread();
-    uv_run(&ps->loop, UV_RUN_DEFAULT);
-    uv_walk(&ps->loop, close_walk, NULL);
-    uv_run(&ps->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&ps->loop);
-    PyEval_RestoreThread(ps->saved_thread);
-    queue_door_free(ps->queue);
-    free(ps);
-
-    if (prev_sigterm) {
-        PyObject *r = set_sigterm(prev_sigterm);
-        Py_XDECREF(r);
-        Py_DECREF(prev_sigterm);
-        PyErr_Clear();
-    }
-    if (prev_sigint) {
-        PyObject *r = set_handler(SIGINT, prev_sigint);
-        Py_XDECREF(r);
-        Py_DECREF(prev_sigint);
-        PyErr_Clear();
-    }
+    restore_handlers(&saved);
     free(cog_version);
     free(py_version);
     free(python);
+    if (rc < 0)
+        return NULL;
     Py_RETURN_NONE;
-
-failed_early:
-    if (prev_sigterm || prev_sigint) {
-        PyObject *err_type, *err_value, *err_tb;
-        PyErr_Fetch(&err_type, &err_value, &err_tb);
-        if (prev_sigterm) {
-            PyObject *r = set_sigterm(prev_sigterm);
-            Py_XDECREF(r);
-            Py_DECREF(prev_sigterm);
-        }
-        if (prev_sigint) {
-            PyObject *r = set_handler(SIGINT, prev_sigint);
-            Py_XDECREF(r);
-            Py_DECREF(prev_sigint);
-        }
-        PyErr_Clear();
-        PyErr_Restore(err_type, err_value, err_tb);
-    }
-    free(cog_version);
-    free(py_version);
-    free(python);
-    return NULL;
 }

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "core/stats.h"
 #include "queue/queue_impl.h"
 
 typedef enum { CLAIM_OWN, CLAIM_RECLAIM, CLAIM_NEW } claim_kind;
@@ -93,6 +94,7 @@ static void take_entry(queue_door *qd, const redisReply *e, int redelivered) {
         return;
     }
     m->redelivered = redelivered;
+    stats_inc(STAT_QUEUE_CLAIMS, qd->stream, NULL);
     if (log_enabled(LOG_DEBUG, QUEUE_TARGET))
         log_event(LOG_DEBUG, QUEUE_TARGET, json_pack("{s:s, s:b}", "message_id", id, "redelivered", redelivered),
                   "claimed message");
@@ -163,6 +165,8 @@ static void on_claimed(rconn *rc, redisReply *reply, void *ctx) {
             if (reply->element[1]->elements > 0)
                 log_event(LOG_INFO, QUEUE_TARGET, json_pack("{s:i}", "count", (int)reply->element[1]->elements),
                           "reclaimed messages whose lease ran out");
+            for (size_t i = 0; i < reply->element[1]->elements; i++)
+                stats_inc(STAT_QUEUE_RECLAIMS, qd->stream, NULL);
             take_entries(qd, reply->element[1], 1, NULL, 0);
         }
     } else if (reply->type == REDIS_REPLY_ARRAY) {

@@ -206,7 +206,9 @@ static void on_kick(uv_timer_t *t) {
     queue_door *qd = t->data;
     core *c = qd->core;
     on_setup_over(qd);
-    if (c->health == HEALTH_DEFUNCT && !qd->stopping) {
+    /* gone for good: with COGLET_RESTART_WORKER a new worker may be on its way, and the
+     * consumer waits for it (health STARTING, then READY) */
+    if (c->health == HEALTH_DEFUNCT && !c->restarting && !qd->stopping) {
         log_error(QUEUE_TARGET, "the predictor's process is gone: claiming nothing, exiting");
         qd->stopping = 1;
         core_begin_shutdown(c, NULL);

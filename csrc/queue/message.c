@@ -10,6 +10,7 @@
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "core/stats.h"
 #include "core/validate.h"
 #include "queue/queue_impl.h"
 
@@ -184,7 +185,7 @@ static void send_event(qmsg *m, unsigned event) {
         return; /* thinned out, not delayed */
     m->last_sent = now;
     if (m->wh) {
-        webhook_event(m->wh, event, m->resp);
+        webhook_event(m->wh, event, m->resp, NULL, NULL);
         return;
     }
     if (!m->response_key || !rconn_up(&qd->cmd))
@@ -236,6 +237,8 @@ static void on_acked(rconn *rc, redisReply *reply, void *ctx) {
             if (reply->type == REDIS_REPLY_ERROR)
                 log_event(LOG_WARN, QUEUE_TARGET, json_pack("{s:s}", "message_id", m->entry_id), "ack failed: %s",
                           reply->str);
+            else
+                stats_inc(STAT_QUEUE_ACKS, m->door->stream, NULL);
             finished(m);
         }
     }
@@ -585,6 +588,8 @@ static int run(qmsg *m) {
         .id = json_string_value(json_object_get(m->msg, "id")),
         .is_training = c->cfg.is_train,
         .input = input,
+        .door = "queue",
+        .traceparent = json_string_value(json_object_get(m->msg, "traceparent")),
     };
     admit_result why;
     prediction *p = prediction_create(c, &req, &why);

@@ -23,6 +23,7 @@ struct client_request {
     char *body;
     char *location;
     client_done_cb cb;
+    void (*on_abort)(void *ctx);
     void *ctx;
     char error[CURL_ERROR_SIZE];
 };
@@ -219,6 +220,7 @@ client_request *http_client_start(http_client *client, const client_request_opts
         return NULL;
     req->client = client;
     req->cb = cb;
+    req->on_abort = opts->on_abort;
     req->ctx = ctx;
     req->easy = curl_easy_init();
     if (!req->easy)
@@ -283,6 +285,8 @@ failed:
 void http_client_abort(http_client *client, client_request *req) {
     curl_multi_remove_handle(client->multi, req->easy);
     unlink_request(client, req);
+    if (req->on_abort)
+        req->on_abort(req->ctx);
     free_request(req);
 }
 

@@ -44,6 +44,9 @@ typedef struct client_request_opts {
     FILE *upload;               /* streamed body instead of `body` (not closed by us) */
     curl_off_t upload_len;
     long timeout_ms;
+    /* Optional: called with ctx instead of the done callback when the request is aborted
+     * (http_client_abort, or the client closing), so ctx can be freed. */
+    void (*on_abort)(void *ctx);
 } client_request_opts;
 
 int http_client_init(http_client *client, uv_loop_t *loop);

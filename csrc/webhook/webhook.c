@@ -1,4 +1,4 @@
-/* webhook/webhook.c: throttling, headers and the terminal retry series (SPEC 4.2):
+/* webhook/webhook.c: throttling, headers and the terminal retry series (docs/http-api.md#webhooks):
  * 2xx = delivered; 429/500/502/503/504 or a transport error = retry after
  * base * 2^min(n,10); any other status = give up. */
 #include "webhook/webhook.h"
@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/build_info.h"
 #include "common/json_out.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "core/stats.h"
 
 #define TARGET "coglet::webhook"
 #define MAX_HEADERS 8
@@ -29,6 +31,7 @@ struct webhook {
     int timer_open;
     client_request *inflight;
     int pending;
+    int delivered;
     void (*done)(void *ctx, webhook *wh);
     void *done_ctx;
 };
@@ -95,7 +98,7 @@ webhook *webhook_new(http_client *client, const webhook_settings *settings, cons
     wh->last_sent = now_monotonic() - 10.0;
     int n = 0;
     wh->headers[n++] = strdup("Content-Type: application/json");
-    wh->headers[n++] = strdup("User-Agent: coglet/" COGLET_VERSION);
+    wh->headers[n++] = header("User-Agent", coglet_build.user_agent);
     wh->headers[n++] = strdup("Expect:"); /* no 100-continue round trip */
     const char *token = getenv("WEBHOOK_AUTH_TOKEN");
     if (token && *token) {
@@ -138,24 +141,66 @@ static void send_once(webhook *wh, const char *body, size_t len, client_done_cb 
     }
 }
 
-static void on_event_sent(void *ctx, const client_result *res) {
-    (void)ctx;
-    if (res->code != CURLE_OK)
-        log_debug(TARGET, "webhook event not delivered: %s", res->error);
+static int delivered(const client_result *res) { return res->code == CURLE_OK && res->status >= 200 && res->status < 300; }
+
+static const char *event_name(unsigned event) {
+    return event == WEBHOOK_START ? "start" : event == WEBHOOK_OUTPUT ? "output" : "logs";
 }
 
-void webhook_event(webhook *wh, unsigned event, const json_t *state) {
+/* One non-terminal send in flight: outlives the webhook (nothing waits for it). */
+typedef struct event_send {
+    const char *event;
+    webhook_sent_cb sent;
+    void *ctx;
+} event_send;
+
+static void on_event_sent(void *ctx, const client_result *res) {
+    event_send *es = ctx;
+    int ok = delivered(res);
+    stats_inc(STAT_WEBHOOK_ATTEMPTS, es->event, ok ? "delivered" : "failed");
+    if (res->code != CURLE_OK)
+        log_debug(TARGET, "webhook event not delivered: %s", res->error);
+    if (es->sent)
+        es->sent(es->ctx, ok);
+    free(es);
+}
+
+static void on_event_aborted(void *ctx) {
+    event_send *es = ctx;
+    if (es->sent)
+        es->sent(es->ctx, -1);
+    free(es);
+}
+
+int webhook_event(webhook *wh, unsigned event, const json_t *state, webhook_sent_cb sent, void *ctx) {
     if (!(wh->events & event))
-        return;
+        return 0;
     double now = now_monotonic();
     if ((event == WEBHOOK_START || event == WEBHOOK_LOGS) && now - wh->last_sent < wh->settings.throttle_s)
-        return; /* dropped, not delayed */
-    char *body = json_out_string(state, JSON_OUT_SORTED);
-    if (!body)
-        return;
+        return 0; /* dropped, not delayed */
+    event_send *es = malloc(sizeof *es);
+    char *body = es ? json_out_string(state, JSON_OUT_SORTED) : NULL;
+    if (!body) {
+        free(es);
+        return 0;
+    }
+    *es = (event_send){.event = event_name(event), .sent = sent, .ctx = ctx};
     wh->last_sent = now;
-    send_once(wh, body, strlen(body), on_event_sent, NULL, NULL);
+    client_request_opts opts = {
+        .method = "POST",
+        .url = wh->url,
+        .headers = (const char *const *)wh->headers,
+        .body = body,
+        .body_len = strlen(body),
+        .timeout_ms = wh->settings.timeout_ms,
+        .on_abort = on_event_aborted,
+    };
+    if (!http_client_start(wh->client, &opts, on_event_sent, es)) {
+        client_result res = {.status = 0, .code = CURLE_FAILED_INIT, .error = "could not start request"};
+        on_event_sent(es, &res);
+    }
     free(body);
+    return 1;
 }
 
 static void finish(webhook *wh) {
@@ -176,7 +221,9 @@ static void on_terminal_sent(void *ctx, const client_result *res) {
     webhook *wh = ctx;
     wh->inflight = NULL;
     long st = res->status;
-    if (res->code == CURLE_OK && st >= 200 && st < 300) {
+    stats_inc(STAT_WEBHOOK_ATTEMPTS, "completed", delivered(res) ? "delivered" : "failed");
+    if (delivered(res)) {
+        wh->delivered = 1;
         log_debug(TARGET, "terminal webhook delivered (attempt %d)", wh->attempt);
         finish(wh);
         return;
@@ -188,6 +235,7 @@ static void on_terminal_sent(void *ctx, const client_result *res) {
     else
         snprintf(what, sizeof what, "HTTP %ld", st);
     if (!retryable || wh->attempt > wh->settings.max_retries) {
+        stats_inc(STAT_WEBHOOKS_ABANDONED, retryable ? "retries_exhausted" : "refused", NULL);
         log_event(LOG_WARN, TARGET, json_pack("{s:s, s:i}", "url", wh->url, "attempts", wh->attempt),
                   "giving up on terminal webhook: %s", what);
         finish(wh);
@@ -228,6 +276,24 @@ void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx,
 }
 
 int webhook_pending(const webhook *wh) { return wh->pending; }
+
+int webhook_delivered(const webhook *wh) { return wh->delivered; }
+
+void webhook_set_traceparent(webhook *wh, const char *traceparent) {
+    int i = 0;
+    while (wh->headers[i] && strncmp(wh->headers[i], "traceparent: ", 13))
+        i++;
+    if (!wh->headers[i] && i >= MAX_HEADERS)
+        return;
+    char *h = header("traceparent", traceparent);
+    if (!h)
+        return;
+    int is_new = !wh->headers[i];
+    free(wh->headers[i]);
+    wh->headers[i] = h;
+    if (is_new)
+        wh->headers[i + 1] = NULL;
+}
 
 
 static void on_timer_closed(uv_handle_t *h) { free(h->data); }

@@ -1,4 +1,4 @@
-/* webhook/webhook.h: one prediction's webhooks (SPEC 4): events start/output/logs
+/* webhook/webhook.h: one prediction's webhooks (docs/http-api.md#webhooks): events start/output/logs
  * (fire-and-forget, start and logs throttled) and the terminal `completed`, retried. */
 #ifndef COGLET_WEBHOOK_H
 #define COGLET_WEBHOOK_H
@@ -33,12 +33,21 @@ unsigned webhook_parse_filter(const json_t *filter);
 webhook *webhook_new(http_client *client, const webhook_settings *settings, const char *url, unsigned events,
                      const char *traceparent, const char *tracestate);
 /* A non-terminal event; state is borrowed. */
-void webhook_event(webhook *wh, unsigned event, const json_t *state);
+/* Called once a non-terminal event's request ended: delivered 1 (a 2xx), 0 (anything else),
+ * or -1 (aborted: the client closed first). */
+typedef void (*webhook_sent_cb)(void *ctx, int delivered);
+/* A non-terminal event; state is borrowed. 1 when a request was started (then sent, when
+ * not NULL, is called exactly once), 0 when the filter or the throttle dropped it. */
+int webhook_event(webhook *wh, unsigned event, const json_t *state, webhook_sent_cb sent, void *ctx);
 /* The terminal event; state is borrowed. The webhook frees itself once the delivery
  * series ends (then `done` is called). Without `completed` in the filter it ends at once. */
 void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx, webhook *wh), void *ctx);
 /* Drops a webhook that never reached completed (or abandons a pending delivery). */
 void webhook_free(webhook *wh);
 int webhook_pending(const webhook *wh);
+/* Replaces the traceparent header of the requests sent from now on. */
+void webhook_set_traceparent(webhook *wh, const char *traceparent);
+/* Whether the terminal delivery got a 2xx (valid in the done callback). */
+int webhook_delivered(const webhook *wh);
 
 #endif

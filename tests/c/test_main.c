@@ -6,12 +6,13 @@
 #include "runner.h"
 
 #include "common/buf.h"
-#include "common/json_in.h"
 #include "common/json_out.h"
 #include "common/util.h"
 #include "ipc/frame.h"
 #include "core/metrics.h"
+#include "core/stats.h"
 #include "queue/redis_url.h"
+
 #include <uv.h>
 
 
@@ -212,78 +213,6 @@ TEST(json_out_shortest_reals_sorted_keys_escapes) {
     }
 }
 
-static int parses_like_jansson(const char *text) {
-    json_in_error err;
-    json_t *ours = json_in_parse(text, strlen(text), &err);
-    json_t *theirs = json_loads(text, JSON_DECODE_ANY, NULL);
-    int ok = ours && theirs && json_equal(ours, theirs);
-    if (!ok)
-        fprintf(stderr, "  parse %s: ours %s\n", text, ours ? "ok" : err.text);
-    json_decref(ours);
-    json_decref(theirs);
-    return ok;
-}
-
-static int parse_error_is(const char *text, const char *want) {
-    json_in_error err;
-    json_t *v = json_in_parse(text, strlen(text), &err);
-    int ok = !v && !strcmp(err.text, want);
-    if (!ok)
-        fprintf(stderr, "  parse %s -> %s (want %s)\n", text, v ? "a value" : err.text, want);
-    json_decref(v);
-    return ok;
-}
-
-TEST(json_in_values_match_jansson) {
-    CHECK(parses_like_jansson("{\"input\":{\"a\":[1,2.5,-3e2,true,false,null,\"x\"]},\"id\":\"p\"}"));
-    CHECK(parses_like_jansson("\"h\\u00e9llo \\ud83d\\ude00 \\n\\t\\\"\\\\/\""));
-    CHECK(parses_like_jansson("\"héllo 😀\""));
-    CHECK(parses_like_jansson("  [ ]  "));
-    CHECK(parses_like_jansson("{}"));
-    CHECK(parses_like_jansson("-0"));
-    CHECK(parses_like_jansson("9223372036854775807"));
-    json_in_error err;
-    json_t *big = json_in_parse("18446744073709551616", 20, &err); /* beyond 64 bits: a real */
-    CHECK(big && json_is_real(big));
-    json_decref(big);
-    json_t *dup = json_in_parse("{\"a\":1,\"a\":2}", 13, &err); /* the last wins */
-    CHECK(dup && json_integer_value(json_object_get(dup, "a")) == 2);
-    json_decref(dup);
-}
-
-TEST(json_in_errors_name_the_place) {
-    CHECK(parse_error_is("", "EOF while parsing a value at line 1 column 0"));
-    CHECK(parse_error_is("{\"a\":", "EOF while parsing a value at line 1 column 5"));
-    CHECK(parse_error_is("{\"a\":1}x", "trailing characters at line 1 column 8"));
-    CHECK(parse_error_is("[1,]", "trailing comma at line 1 column 4"));
-    CHECK(parse_error_is("{a:1}", "key must be a string at line 1 column 2"));
-    CHECK(parse_error_is("\n\n  nope", "expected ident at line 3 column 4"));
-    CHECK(parse_error_is("\"\\ud800\"", "unexpected end of hex escape at line 1 column 7"));
-    CHECK(parse_error_is("\"a\x01\"", "control character (\\u0000-\\u001F) found while parsing a string at line 1 column 3"));
-    CHECK(parse_error_is("\"\xff\"", "invalid unicode code point at line 1 column 2"));
-    CHECK(parse_error_is("1e999", "number out of range at line 1 column 5"));
-    char deep[300];
-    memset(deep, '[', 200);
-    deep[200] = '\0';
-    json_in_error err;
-    CHECK(json_in_parse(deep, 200, &err) == NULL && strstr(err.text, "recursion limit exceeded"));
-}
-
-TEST(json_in_large_string_round_trips) {
-    size_t n = 3u << 20;
-    char *text = malloc(n + 3);
-    text[0] = '"';
-    for (size_t i = 0; i < n; i++)
-        text[i + 1] = (char)('a' + i % 26);
-    text[n + 1] = '"';
-    text[n + 2] = '\0';
-    json_in_error err;
-    json_t *v = json_in_parse(text, n + 2, &err);
-    CHECK(v && json_string_length(v) == n && !memcmp(json_string_value(v), text + 1, n));
-    json_decref(v);
-    free(text);
-}
-
 TEST(json_string_adopt_takes_the_buffer) {
     char *text = strdup("data:text/plain;base64,aGk=");
     json_t *s = json_string_adopt(text, strlen(text));
@@ -316,21 +245,38 @@ TEST(json_segments_reference_big_strings) {
     free(big);
 }
 
-static int span_is(const char *text, const char *key, const char *want) {
-    size_t off, len;
-    int rc = json_in_member_span(text, strlen(text), key, &off, &len);
-    int ok = want ? rc == 0 && len == strlen(want) && !memcmp(text + off, want, len) : rc != 0;
-    if (!ok)
-        fprintf(stderr, "  span %s of %s -> %.*s\n", key, text, rc ? 4 : (int)len, rc ? "none" : text + off);
-    return ok;
-}
+static void scrape_sets_gauge(void *arg) { stats_set(STAT_SLOTS_TOTAL, *(int *)arg, NULL, NULL); }
 
-TEST(json_in_member_span_finds_the_raw_value) {
-    CHECK(span_is("{\"input\":{\"a\":\"x}\\\"y\"},\"id\":1}", "input", "{\"a\":\"x}\\\"y\"}"));
-    CHECK(span_is(" { \"id\" : [1,{\"input\":2}] , \"input\" :  \"s\" } ", "input", "\"s\""));
-    CHECK(span_is("{\"input\":1,\"input\":[2]}", "input", "[2]")); /* the last wins */
-    CHECK(span_is("{\"inputs\":1}", "input", NULL));
-    CHECK(span_is("[1]", "input", NULL));
+TEST(stats_exposition_counters_labels_histograms) {
+    stats_reset();
+    int slots = 3;
+    CHECK(stats_on_scrape(scrape_sets_gauge, &slots) == 0);
+    stats_inc(STAT_PREDICTIONS_STARTED, "http", NULL);
+    stats_add(STAT_PREDICTIONS_STARTED, 2, "http", NULL);
+    stats_inc(STAT_PREDICTIONS_FINISHED, "http", "succeeded");
+    stats_inc(STAT_PREDICTIONS_REJECTED, "we\"ird\n", "busy");
+    stats_observe(STAT_PREDICTION_DURATION, 0.02, "succeeded", NULL);
+    stats_observe(STAT_PREDICTION_DURATION, 7200, "succeeded", NULL);
+    buf out;
+    buf_init(&out, 1 << 20);
+    CHECK(stats_write(&out) == BUF_OK);
+    const char *t = out.data;
+    CHECK(strstr(t, "# TYPE coglet_predictions_started_total counter\n"));
+    CHECK(strstr(t, "\ncoglet_predictions_started_total{door=\"http\"} 3\n"));
+    CHECK(strstr(t, "\ncoglet_predictions_finished_total{door=\"http\",status=\"succeeded\"} 1\n"));
+    CHECK(strstr(t, "{door=\"we\\\"ird\\n\",reason=\"busy\"} 1\n"));
+    CHECK(strstr(t, "\ncoglet_slots_total 3\n"));       /* from the scrape collector */
+    CHECK(strstr(t, "\ncoglet_worker_crashes_total 0\n")); /* unlabelled: shown at 0 */
+    CHECK(!strstr(t, "coglet_webhook_attempts_total{")); /* labelled: only once seen */
+    CHECK(strstr(t, "_bucket{status=\"succeeded\",le=\"0.01\"} 0\n"));
+    CHECK(strstr(t, "_bucket{status=\"succeeded\",le=\"0.025\"} 1\n"));
+    CHECK(strstr(t, "_bucket{status=\"succeeded\",le=\"1800\"} 1\n"));
+    CHECK(strstr(t, "_bucket{status=\"succeeded\",le=\"+Inf\"} 2\n"));
+    CHECK(strstr(t, "\ncoglet_prediction_duration_seconds_sum{status=\"succeeded\"} 7200.02\n"));
+    CHECK(strstr(t, "\ncoglet_prediction_duration_seconds_count{status=\"succeeded\"} 2\n"));
+    buf_free(&out);
+    stats_off_scrape(scrape_sets_gauge, &slots);
+    stats_reset();
 }
 
 TEST(redis_url_forms) {
@@ -361,12 +307,9 @@ static const test_case tests[] = {
     T(metrics_increment_append_replace_nested),
     T(rfc3339_uses_fewest_fraction_digits),
     T(json_out_shortest_reals_sorted_keys_escapes),
-    T(json_in_values_match_jansson),
-    T(json_in_errors_name_the_place),
-    T(json_in_large_string_round_trips),
     T(json_string_adopt_takes_the_buffer),
-    T(json_in_member_span_finds_the_raw_value),
     T(json_segments_reference_big_strings),
+    T(stats_exposition_counters_labels_histograms),
     T(redis_url_forms),
 };
 

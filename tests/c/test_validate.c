@@ -1,4 +1,4 @@
-/* tests/c/test_validate.c: SPEC 6 input validation (service/validate.c), one behaviour per test.
+/* tests/c/test_validate.c: input validation (service/validate.c, docs/schema.md), one behaviour per test.
  * Schemas and inputs are written with ' for " (jq() swaps them back); expected messages are exact. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -466,7 +466,7 @@ TEST(validator_keeps_no_reference_to_the_document) {
     validator_free(v);
 }
 
-/* ---- SPEC 6 request-level rules ---- */
+/* ---- request-level rules: strip, validate, inject nulls (docs/schema.md#validation-at-the-edge) ---- */
 
 static const char *cog_input =
     "{'Input':{'title':'Input','type':'object','required':['s','count'],'properties':{"
