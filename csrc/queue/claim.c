@@ -184,7 +184,7 @@ static uint64_t block_ms(const queue_door *qd) {
 void claim_more(queue_door *qd) {
     if (qd->reading || !qd->group_ready || !rconn_up(&qd->reader) || !queue_claims_allowed(qd))
         return;
-    int room = orchestrator_free_slots(&qd->core->orch) - qd->num_waiting;
+    int room = queue_room(qd);
     if (room <= 0)
         return;
     char count[16], block[24], idle[24];

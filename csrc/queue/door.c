@@ -39,6 +39,12 @@ uint64_t queue_tick_ms(const queue_door *qd) {
     return t < 50 ? 50 : t;
 }
 
+/* Slots a claim may count on: the free ones, less what waits for them here, and less the
+ * predictions in the core's wait queue (COG_QUEUE_DEPTH), which get a freed slot first. */
+int queue_room(const queue_door *qd) {
+    return orchestrator_free_slots(&qd->core->orch) - qd->num_waiting - qd->core->num_waiting;
+}
+
 int queue_claims_allowed(const queue_door *qd) {
     return qd->setup_ok && !qd->paused && !qd->stopping && !qd->super.closing && qd->core->health == HEALTH_READY &&
            !core_shutting_down(qd->core);
@@ -221,7 +227,7 @@ static void door_on_capacity(front_door *fd) {
     queue_door *qd = container_of(fd, queue_door, super);
     /* another door took a slot a blocked read counts on: release the read, so this consumer
      * never claims more than it can run (a message that still slips in waits for a slot) */
-    if (qd->reading_blocked && qd->read_count > orchestrator_free_slots(&qd->core->orch) - qd->num_waiting)
+    if (qd->reading_blocked && qd->read_count > queue_room(qd))
         unblock_reader(qd);
     /* a claim only queues a command (written at the end of this loop turn): at once, so the
      * next message is on its way while the last one's responses go out */
