@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from conftest import SLOW, raw_request
 from receivers import Receiver
@@ -161,7 +162,9 @@ def test_shutdown_runs_waiting_predictions(srv, env):
         wait_until(lambda: waiting(srv) == 1, "second never waited")
         srv.proc.send_signal(signal.SIGTERM)
         srv.wait_log("Received SIGTERM")
-        assert srv.post("/predictions", {"input": {"tag": "late"}}).status_code == 503
+        # a fresh connection: shutdown closes idle keep-alive ones, the session's among them
+        late = requests.post(srv.url + "/predictions", json={"input": {"tag": "late"}})
+        assert late.status_code == 503
         open(gate, "w").close()
         assert srv.proc.wait(30 * SLOW) == 0
         assert [rx.wait_terminal(i)["status"] for i in ids] == ["succeeded", "succeeded"]

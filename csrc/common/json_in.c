@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/bignum.h"
 #include "common/buf.h"
 #include "common/swar.h"
 
@@ -130,7 +131,7 @@ static int hex4(const unsigned char *s, unsigned *out) {
     return 0;
 }
 
-static void put_utf8(buf *b, unsigned cp) {
+static int put_utf8(buf *b, unsigned cp) {
     char o[4];
     size_t n;
     if (cp < 0x80)
@@ -143,7 +144,7 @@ static void put_utf8(buf *b, unsigned cp) {
     else
         o[0] = (char)(0xF0 | cp >> 18), o[1] = (char)(0x80 | ((cp >> 12) & 0x3F)),
         o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), o[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
-    buf_append(b, o, n);
+    return buf_append(b, o, n);
 }
 
 /* Past the plain run at q, eight bytes at a time where they are ASCII: the first '"', '\\',
@@ -199,15 +200,17 @@ static int parse_string_escaped(parser *ps, const unsigned char *s, const unsign
             break;
         char e = (char)q[1];
         q += 2;
+        int rc = BUF_OK; /* every append checked: a dropped character under memory pressure would
+                          * be a wrong string, not an error (found by tests/c/test_chaos.c) */
         switch (e) {
-        case '"': buf_append(b, "\"", 1); break;
-        case '\\': buf_append(b, "\\", 1); break;
-        case '/': buf_append(b, "/", 1); break;
-        case 'b': buf_append(b, "\b", 1); break;
-        case 'f': buf_append(b, "\f", 1); break;
-        case 'n': buf_append(b, "\n", 1); break;
-        case 'r': buf_append(b, "\r", 1); break;
-        case 't': buf_append(b, "\t", 1); break;
+        case '"': rc = buf_append(b, "\"", 1); break;
+        case '\\': rc = buf_append(b, "\\", 1); break;
+        case '/': rc = buf_append(b, "/", 1); break;
+        case 'b': rc = buf_append(b, "\b", 1); break;
+        case 'f': rc = buf_append(b, "\f", 1); break;
+        case 'n': rc = buf_append(b, "\n", 1); break;
+        case 'r': rc = buf_append(b, "\r", 1); break;
+        case 't': rc = buf_append(b, "\t", 1); break;
         case 'u': {
             unsigned cp;
             if (ps->end - q < 4 || hex4(q, &cp) != 0) {
@@ -236,7 +239,7 @@ static int parse_string_escaped(parser *ps, const unsigned char *s, const unsign
                 fail(ps, "NUL characters are not supported");
                 return -1;
             }
-            put_utf8(b, cp);
+            rc = put_utf8(b, cp);
             break;
         }
         default:
@@ -244,7 +247,7 @@ static int parse_string_escaped(parser *ps, const unsigned char *s, const unsign
             fail(ps, "invalid escape");
             return -1;
         }
-        if (b->len == 0 && !b->data)
+        if (rc != BUF_OK)
             goto nomem;
     }
     ps->p = ps->end;
@@ -328,12 +331,9 @@ static json_t *parse_number(parser *ps) {
     if (!is_real) {
         errno = 0;
         long long ll = strtoll(text, NULL, 10);
-        if (errno != ERANGE)
-            v = json_integer(ll);
-        else
-            is_real = 1; /* beyond 64 bits: a float, as from Python */
-    }
-    if (is_real) {
+        /* beyond 64 bits: a bignum, exact as json.loads gives it (common/bignum.h) */
+        v = errno != ERANGE ? json_integer(ll) : bignum_from_text(text, n);
+    } else {
         double d = strtod(text, NULL);
         if (isinf(d)) {
             if (text != tmp)

@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 /* Nesting limits: how many arrays and objects may be open at once. The default (frames, spill
- * files) is above the worker's own limit for outputs (200), so nothing the worker encodes is
+ * files) is above the worker's own limit for outputs (py/convert.h), so nothing the worker encodes is
  * refused. Request bodies use serde_json's limit (128, counted down to zero: 127 levels fit),
  * so a body the Rust coglet rejects as too deep is rejected here with the same message. */
 #define JSON_IN_MAX_DEPTH 512
@@ -57,7 +57,7 @@ typedef struct json_in_options {
 } json_in_options;
 
 /* Any JSON value (RFC 8259); NULL with err filled on failure. Strings must be valid UTF-8
- * without NUL; integers beyond 64 bits become reals. Duplicate keys: the last wins. Nesting
+ * without NUL; integers beyond 64 bits become bignums (common/bignum.h). Duplicate keys: the last wins. Nesting
  * is capped at JSON_IN_MAX_DEPTH, and the parser keeps its own stack: no input can overflow
  * the C stack. For frames and spill files, which our own encoder wrote. */
 json_t *json_in_parse(const char *data, size_t len, json_in_error *err);

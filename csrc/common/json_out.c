@@ -1,5 +1,6 @@
 /* common/json_out.c: a small JSON encoder over jansson values (see json_out.h). */
 #include "common/json_out.h"
+#include "common/bignum.h"
 #include "common/swar.h"
 
 #include <math.h>
@@ -116,10 +117,13 @@ typedef struct seg_encoder {
 
 static int seg_reference(seg_encoder *e, buf *out, const char *s, size_t len);
 
-/* The one encoder: into out, and, with e, big plain strings referenced as segments. */
-static int encode(seg_encoder *e, buf *out, const json_t *v, int flags) {
+/* The one encoder: into out, and, with e, big plain strings referenced as segments. Recursive,
+ * so bounded: nothing we parse or convert nests past JSON_OUT_MAX_DEPTH. */
+static int encode(seg_encoder *e, buf *out, const json_t *v, int flags, int depth) {
     char num[40];
     int rc;
+    if (depth > JSON_OUT_MAX_DEPTH)
+        return JSON_OUT_TOO_DEEP;
     switch (json_typeof(v)) {
     case JSON_NULL: return buf_append(out, "null", 4);
     case JSON_TRUE: return buf_append(out, "true", 4);
@@ -128,6 +132,8 @@ static int encode(seg_encoder *e, buf *out, const json_t *v, int flags) {
         return buf_append(out, num, (size_t)snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
     case JSON_REAL: return buf_append(out, num, (size_t)json_out_real(num, sizeof num, json_real_value(v)));
     case JSON_STRING:
+        if (bignum_is(v)) /* an integer beyond 64 bits: its digits, bare */
+            return buf_append(out, json_string_value(v) + 1, json_string_length(v) - 1);
         if (e && json_string_length(v) >= e->big)
             return seg_reference(e, out, json_string_value(v), json_string_length(v));
         return append_string(out, json_string_value(v), json_string_length(v));
@@ -138,7 +144,7 @@ static int encode(seg_encoder *e, buf *out, const json_t *v, int flags) {
         for (size_t i = 0; i < n; i++) {
             if (i && (rc = buf_append(out, ",", 1)))
                 return rc;
-            if ((rc = encode(e, out, json_array_get(v, i), flags)))
+            if ((rc = encode(e, out, json_array_get(v, i), flags, depth + 1)))
                 return rc;
         }
         return buf_append(out, "]", 1);
@@ -164,7 +170,7 @@ static int encode(seg_encoder *e, buf *out, const json_t *v, int flags) {
             if (!rc)
                 rc = buf_append(out, ":", 1);
             if (!rc)
-                rc = encode(e, out, json_object_get(v, keys[i]), flags);
+                rc = encode(e, out, json_object_get(v, keys[i]), flags, depth + 1);
         }
         if (keys != stack_keys)
             free(keys);
@@ -174,7 +180,7 @@ static int encode(seg_encoder *e, buf *out, const json_t *v, int flags) {
     return BUF_NOMEM;
 }
 
-int json_out_append(buf *out, const json_t *v, int flags) { return encode(NULL, out, v, flags); }
+int json_out_append(buf *out, const json_t *v, int flags) { return encode(NULL, out, v, flags, 0); }
 
 /* A little over the encoded size (escapes aside): reserving it once spares a large value
  * the copies of buffer doubling, and the transient peak they cost. */
@@ -288,7 +294,7 @@ int json_out_segments(const json_t *v, int flags, size_t big, json_segments *out
     seg_encoder e = {.segs = out, .big = big};
     buf cur;
     buf_init(&cur, (size_t)1 << 30);
-    int rc = encode(&e, &cur, v, flags);
+    int rc = encode(&e, &cur, v, flags, 0);
     if (!rc)
         rc = seg_flush(out, &cur);
     buf_free(&cur);

@@ -10,7 +10,14 @@
 
 #define JSON_OUT_SORTED 1 /* object keys in byte order (map-built objects: docs/http-api.md#conventions) */
 
-/* Appends the encoding of v to out. 0, or a buf error (out may hold a partial value). */
+/* Arrays and objects nested deeper than this are not encoded (JSON_OUT_TOO_DEEP): above the
+ * reader's limit (JSON_IN_MAX_DEPTH), so whatever was parsed can be written again, and far
+ * below what would exhaust a thread's stack. */
+#define JSON_OUT_MAX_DEPTH 1024
+#define JSON_OUT_TOO_DEEP (-3) /* beside the buf errors (BUF_NOMEM, BUF_TOO_LARGE) */
+
+/* Appends the encoding of v to out. 0, a buf error, or JSON_OUT_TOO_DEEP (out may hold a
+ * partial value). A bignum (common/bignum.h) is written as its digits. */
 int json_out_append(buf *out, const json_t *v, int flags);
 /* The encoding as a new malloc'd NUL-terminated string; NULL on failure. */
 char *json_out_string(const json_t *v, int flags);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bignum.h"
 #include "common/buf.h"
 #include "common/json_out.h"
 #include "core/validate_nodes.h"
@@ -30,6 +31,7 @@ typedef struct apply_ctx {
     int collect; /* 0 while probing anyOf/oneOf/not branches: stop at the first error, report nothing */
     int required_done;
     int oom;
+    int depth; /* check() frames open: WALK_MAX_DEPTH at most */
     pcre2_match_data **match_data; /* one per validator_apply call, made on first use */
 } apply_ctx;
 
@@ -104,7 +106,7 @@ static unsigned type_bits(const json_t *inst) {
     switch (json_typeof(inst)) {
     case JSON_OBJECT: return TYPE_OBJECT;
     case JSON_ARRAY: return TYPE_ARRAY;
-    case JSON_STRING: return TYPE_STRING;
+    case JSON_STRING: return bignum_is(inst) ? TYPE_INTEGER | TYPE_NUMBER : TYPE_STRING;
     case JSON_INTEGER: return TYPE_INTEGER | TYPE_NUMBER;
     case JSON_REAL: {
         double d = json_real_value(inst); /* 2020-12: 1.0 is an integer */
@@ -117,17 +119,13 @@ static unsigned type_bits(const json_t *inst) {
     return 0;
 }
 
-static int number_cmp(number a, number b) {
-    if (a.is_int && b.is_int)
-        return (a.i > b.i) - (a.i < b.i);
-    long double x = a.is_int ? (long double)a.i : a.d, y = b.is_int ? (long double)b.i : b.d;
-    return (x > y) - (x < y);
-}
-
-/* JSON Schema equality: 1 == 1.0; objects regardless of key order. */
-static int schema_equal(const json_t *a, const json_t *b) {
-    if (json_is_number(a) && json_is_number(b))
-        return number_cmp(number_of(a), number_of(b)) == 0;
+/* JSON Schema equality: 1 == 1.0, integers of any size exactly; objects regardless of key
+ * order. Recursive over both values: as deep as the shallower, which a parse bounded. */
+static int schema_equal(const json_t *a, const json_t *b, int depth) {
+    if (bignum_is_number(a) || bignum_is_number(b))
+        return bignum_is_number(a) && bignum_is_number(b) && bignum_cmp(a, b) == 0;
+    if (depth > WALK_MAX_DEPTH)
+        return 0;
     if (json_typeof(a) != json_typeof(b))
         return 0;
     switch (json_typeof(a)) {
@@ -138,7 +136,7 @@ static int schema_equal(const json_t *a, const json_t *b) {
         if (json_array_size(a) != json_array_size(b))
             return 0;
         for (size_t i = 0; i < json_array_size(a); i++)
-            if (!schema_equal(json_array_get(a, i), json_array_get(b, i)))
+            if (!schema_equal(json_array_get(a, i), json_array_get(b, i), depth + 1))
                 return 0;
         return 1;
     case JSON_OBJECT: {
@@ -148,7 +146,7 @@ static int schema_equal(const json_t *a, const json_t *b) {
         json_t *va;
         json_object_foreach((json_t *)a, k, va) {
             const json_t *vb = json_object_get(b, k);
-            if (!vb || !schema_equal(va, vb))
+            if (!vb || !schema_equal(va, vb, depth + 1))
                 return 0;
         }
         return 1;
@@ -157,11 +155,16 @@ static int schema_equal(const json_t *a, const json_t *b) {
     }
 }
 
-/* Exact for integers; for reals, a quotient within rounding error of a whole number (0.3 / 0.1). */
-static int is_multiple(number x, number m) {
-    if (x.is_int && m.is_int)
-        return x.i % m.i == 0; /* m > 0, checked at compile */
-    double q = x.d / m.d;
+/* Exact for integers of any size; for reals, a quotient within rounding error of a whole
+ * number (0.3 / 0.1). m > 0, checked at compile. */
+static int is_multiple(apply_ctx *ctx, const json_t *x, const json_t *m) {
+    if (bignum_is_integer(x) && bignum_is_integer(m)) {
+        int rc = bignum_divisible(x, m);
+        if (rc < 0)
+            ctx->oom = 1;
+        return rc > 0;
+    }
+    double q = bignum_to_double(x) / bignum_to_double(m);
     if (!isfinite(q))
         return 0;
     return fabs(q - nearbyint(q)) <= 8 * DBL_EPSILON * fmax(1.0, fabs(q));
@@ -178,17 +181,16 @@ static int is_multiple(number x, number m) {
     } while (0)
 
 static int check_number(apply_ctx *ctx, const schema_node *n, json_t *inst, const path_seg *path) {
-    number x = number_of(inst);
     int ok = 1;
-    if (n->minimum.set && number_cmp(x, n->minimum.value) < 0)
+    if (n->minimum.set && bignum_cmp(inst, n->minimum.value) < 0)
         FAILED(report(ctx, path, NULL, inst, n->minimum.msg));
-    if (n->maximum.set && number_cmp(x, n->maximum.value) > 0)
+    if (n->maximum.set && bignum_cmp(inst, n->maximum.value) > 0)
         FAILED(report(ctx, path, NULL, inst, n->maximum.msg));
-    if (n->exclusive_minimum.set && number_cmp(x, n->exclusive_minimum.value) <= 0)
+    if (n->exclusive_minimum.set && bignum_cmp(inst, n->exclusive_minimum.value) <= 0)
         FAILED(report(ctx, path, NULL, inst, n->exclusive_minimum.msg));
-    if (n->exclusive_maximum.set && number_cmp(x, n->exclusive_maximum.value) >= 0)
+    if (n->exclusive_maximum.set && bignum_cmp(inst, n->exclusive_maximum.value) >= 0)
         FAILED(report(ctx, path, NULL, inst, n->exclusive_maximum.msg));
-    if (n->multiple_of.set && !is_multiple(x, n->multiple_of.value))
+    if (n->multiple_of.set && !is_multiple(ctx, inst, n->multiple_of.value))
         FAILED(report(ctx, path, NULL, inst, n->multiple_of.msg));
     return ok;
 }
@@ -249,7 +251,7 @@ static int check_array(apply_ctx *ctx, const schema_node *n, json_t *inst, const
         int unique = 1;
         for (size_t i = 0; i < size && unique; i++)
             for (size_t k = i + 1; k < size && unique; k++)
-                unique = !schema_equal(json_array_get(inst, i), json_array_get(inst, k));
+                unique = !schema_equal(json_array_get(inst, i), json_array_get(inst, k), 0);
         if (!unique)
             FAILED(report(ctx, path, NULL, inst, " has non-unique elements"));
     }
@@ -342,9 +344,25 @@ static int count_valid(apply_ctx *ctx, const node_list *list, json_t *inst, cons
     return (int)valid;
 }
 
+static int check_node(apply_ctx *ctx, const schema_node *n, json_t *inst, const path_seg *path);
+
+/* Every walk goes through here: past WALK_MAX_DEPTH nodes at once the instance fails (a schema
+ * whose $refs chain that far, an instance that deep) instead of the stack overflowing. */
 static int check(apply_ctx *ctx, const schema_node *n, json_t *inst, const path_seg *path) {
     if (n->always > 0)
         return 1;
+    if (ctx->depth >= WALK_MAX_DEPTH) {
+        if (ctx->collect)
+            add_detail(ctx, path, "nested too deeply to validate", "value_error");
+        return 0;
+    }
+    ctx->depth++;
+    int ok = check_node(ctx, n, inst, path);
+    ctx->depth--;
+    return ok;
+}
+
+static int check_node(apply_ctx *ctx, const schema_node *n, json_t *inst, const path_seg *path) {
     int ok = 1;
     if (n->always < 0) {
         FAILED(report(ctx, path, "False schema does not allow ", inst, NULL));
@@ -354,11 +372,11 @@ static int check(apply_ctx *ctx, const schema_node *n, json_t *inst, const path_
         FAILED((void)0);
     if (n->types && !(type_bits(inst) & n->types))
         FAILED(report(ctx, path, NULL, inst, n->type_msg));
-    if (n->const_value && !schema_equal(inst, n->const_value))
+    if (n->const_value && !schema_equal(inst, n->const_value, 0))
         FAILED(report(ctx, path, n->const_msg, NULL, NULL));
     if (n->enum_values) {
         size_t i, size = json_array_size(n->enum_values);
-        for (i = 0; i < size && !schema_equal(inst, json_array_get(n->enum_values, i)); i++)
+        for (i = 0; i < size && !schema_equal(inst, json_array_get(n->enum_values, i), 0); i++)
             ;
         if (i == size)
             FAILED(report(ctx, path, NULL, inst, n->enum_msg));
@@ -367,7 +385,7 @@ static int check(apply_ctx *ctx, const schema_node *n, json_t *inst, const path_
     switch (json_typeof(inst)) {
     case JSON_INTEGER:
     case JSON_REAL: by_type = check_number; break;
-    case JSON_STRING: by_type = check_string; break;
+    case JSON_STRING: by_type = bignum_is(inst) ? check_number : check_string; break;
     case JSON_ARRAY: by_type = check_array; break;
     case JSON_OBJECT: by_type = check_object; break;
     default: break;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bignum.h"
 #include "common/buf.h"
 #include "common/json_out.h"
 #include "core/validate_nodes.h"
@@ -29,11 +30,12 @@ typedef struct compiler {
     ref_entry *refs;
     size_t nrefs, cap;
     int descent; /* instance levels (properties, items...) entered: a $ref cycle entering none never ends */
+    int nesting; /* compile_into calls open: COMPILE_MAX_DEPTH at most */
     char *err;
     size_t errlen;
 } compiler;
 
-static int compile_into(compiler *c, schema_node *n, const json_t *schema);
+static int compile_node(compiler *c, schema_node *n, const json_t *schema);
 
 __attribute__((format(printf, 2, 3))) static int fail(compiler *c, const char *fmt, ...) {
     if (c->err && c->errlen) {
@@ -102,6 +104,16 @@ static void node_free(schema_node *n) {
     free(n->one_of.items);
     free(n->not_msg);
     free(n);
+}
+
+/* Every subschema, whether nested or reached through a $ref, is compiled through here. */
+static int compile_into(compiler *c, schema_node *n, const json_t *schema) {
+    if (c->nesting >= COMPILE_MAX_DEPTH)
+        return fail(c, "schema nested more than %d levels deep", COMPILE_MAX_DEPTH);
+    c->nesting++;
+    int rc = compile_node(c, n, schema);
+    c->nesting--;
+    return rc;
 }
 
 static schema_node *compile_sub(compiler *c, const json_t *schema, int enters_instance) {
@@ -247,10 +259,10 @@ static int compile_bound(compiler *c, const json_t *schema, const char *keyword,
     const json_t *j = json_object_get(schema, keyword);
     if (!j)
         return 0;
-    if (!json_is_number(j))
+    if (!bignum_is_number(j))
         return fail(c, "%s must be a number", keyword);
     b->set = 1;
-    b->value = number_of(j);
+    b->value = j;
     b->msg = text_with_json(phrase, j, "");
     return b->msg ? 0 : fail(c, "out of memory");
 }
@@ -364,7 +376,7 @@ static int compile_required(compiler *c, schema_node *n, const json_t *req) {
     return 0;
 }
 
-static int compile_into(compiler *c, schema_node *n, const json_t *s) {
+static int compile_node(compiler *c, schema_node *n, const json_t *s) {
     if (json_is_boolean(s)) {
         n->always = json_is_true(s) ? 1 : -1;
         return 0;
@@ -405,7 +417,7 @@ static int compile_into(compiler *c, schema_node *n, const json_t *s) {
         return -1;
     if (compile_bound(c, s, "multipleOf", " is not a multiple of ", &n->multiple_of))
         return -1;
-    if (n->multiple_of.set && !(n->multiple_of.value.is_int ? n->multiple_of.value.i > 0 : n->multiple_of.value.d > 0))
+    if (n->multiple_of.set && bignum_sign(n->multiple_of.value) <= 0)
         return fail(c, "multipleOf must be greater than 0");
     if (compile_count(c, s, "minLength", " is shorter than", "character", "characters", &n->min_length) ||
         compile_count(c, s, "maxLength", " is longer than", "character", "characters", &n->max_length) ||

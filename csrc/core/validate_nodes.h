@@ -23,17 +23,15 @@ static const char *const type_names[] = {"array", "boolean", "integer", "null", 
 
 #define MSG_LIMIT ((size_t)1 << 30)
 #define REF_HOPS_MAX 64
-
-typedef struct number {
-    int is_int;
-    json_int_t i;
-    double d;
-} number;
+/* How deep compiling may recurse (nested subschemas and chains of $refs), and walking (schema
+ * nodes entered at once, over all instance levels): no schema or input can exhaust the stack. */
+#define COMPILE_MAX_DEPTH 512
+#define WALK_MAX_DEPTH 1024
 
 /* A numeric keyword; msg is the text after the instance, e.g. " is less than the minimum of 3". */
 typedef struct bound {
     int set;
-    number value;
+    const json_t *value; /* an integer, a real or a bignum (common/bignum.h), in the validator's doc */
     char *msg;
 } bound;
 
@@ -91,11 +89,5 @@ struct validator {
     const char **null_names;  /* step 3, inject nulls (docs/schema.md#validation-at-the-edge) */
     size_t nnull;
 };
-
-static inline number number_of(const json_t *j) {
-    if (json_is_integer(j))
-        return (number){.is_int = 1, .i = json_integer_value(j), .d = (double)json_integer_value(j)};
-    return (number){.is_int = 0, .d = json_real_value(j)};
-}
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/bignum.h"
 #include "common/build_info.h"
 #include "common/json_in.h"
 #include "common/json_out.h"
@@ -76,7 +77,12 @@ static const char *json_type_phrase(const json_t *v, char *tmp, size_t tmplen) {
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "map";
     case JSON_ARRAY: return "sequence";
-    case JSON_STRING: snprintf(tmp, tmplen, "string \"%.64s\"", json_string_value(v)); return tmp;
+    case JSON_STRING:
+        if (bignum_is(v)) /* serde_json reads an integer beyond 64 bits as a float */
+            snprintf(tmp, tmplen, "floating point `%g`", bignum_to_double(v));
+        else
+            snprintf(tmp, tmplen, "string \"%.64s\"", json_string_value(v));
+        return tmp;
     case JSON_INTEGER: snprintf(tmp, tmplen, "integer `%lld`", (long long)json_integer_value(v)); return tmp;
     case JSON_REAL: snprintf(tmp, tmplen, "floating point `%g`", json_real_value(v)); return tmp;
     case JSON_TRUE: return "boolean `true`";
@@ -176,11 +182,11 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out, s
         goto failed;
     }
     json_t *v;
-    if ((v = json_object_get(body, "id")) && !json_is_string(v) && !json_is_null(v)) {
+    if ((v = json_object_get(body, "id")) && !json_is_text(v) && !json_is_null(v)) {
         shape_error(conn, &map, MEMBER_ID, -1, NULL, v, "a string");
         goto failed;
     }
-    if ((v = json_object_get(body, "webhook")) && !json_is_string(v) && !json_is_null(v)) {
+    if ((v = json_object_get(body, "webhook")) && !json_is_text(v) && !json_is_null(v)) {
         shape_error(conn, &map, MEMBER_WEBHOOK, -1, NULL, v, "a string");
         goto failed;
     }
@@ -193,7 +199,7 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out, s
         json_t *cv;
         long i = 0;
         json_object_foreach(v, k, cv) { /* in the body's order: the parse rejected duplicates */
-            if (!json_is_string(cv)) {
+            if (!json_is_text(cv)) {
                 shape_error(conn, &map, MEMBER_CONTEXT, i, k, cv, "a string");
                 goto failed;
             }
@@ -208,7 +214,7 @@ static int parse_create_body(http_conn *conn, http_request *req, json_t **out, s
         size_t i;
         json_t *e;
         json_array_foreach(v, i, e) {
-            const char *s = json_string_value(e);
+            const char *s = json_is_text(e) ? json_string_value(e) : NULL;
             if (!s || (strcmp(s, "start") && strcmp(s, "output") && strcmp(s, "logs") && strcmp(s, "completed"))) {
                 shape_error(conn, &map, MEMBER_FILTER, (long)i, NULL, e, "one of `start`, `output`, `logs`, `completed`");
                 goto failed;

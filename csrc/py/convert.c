@@ -4,6 +4,9 @@
 
 #include <math.h>
 
+#include "common/bignum.h"
+#include "common/json_in.h"
+
 /* encode_other steps in a row for one value (a pydantic model's dump, then an enum's value...):
  * a conversion that never reaches a JSON type stops here instead of recursing forever. */
 #define PYJSON_MAX_STEPS 16
@@ -33,11 +36,16 @@ static json_t *from_long(PyObject *o) {
         return NULL;
     if (!overflow)
         return checked(json_integer(v));
-    /* beyond 64 bits (jansson has no unsigned integers): a float, as the parent would read it */
-    double d = PyLong_AsDouble(o);
-    if (d == -1.0 && PyErr_Occurred())
+    /* beyond 64 bits: a bignum of its decimal text, as json.dumps writes it (which raises
+     * ValueError past sys.get_int_max_str_digits(), as this does) */
+    PyObject *text = PyNumber_ToBase(o, 10);
+    if (!text)
         return NULL;
-    return checked(json_real(d));
+    Py_ssize_t n;
+    const char *digits = PyUnicode_AsUTF8AndSize(text, &n);
+    json_t *j = digits ? checked(bignum_from_text(digits, (size_t)n)) : NULL;
+    Py_DECREF(text);
+    return j;
 }
 
 static json_t *from_float(PyObject *o) {
@@ -182,15 +190,17 @@ static json_t *convert(const pyjson_rules *r, PyObject *o, int depth, int steps)
 
 json_t *pyjson_from_py(PyObject *value, const pyjson_rules *rules) { return convert(rules, value, 0, 0); }
 
-/* ---- JSON -> Python (the parser already capped the nesting) ---- */
+/* ---- JSON -> Python: the parser capped the nesting at JSON_IN_MAX_DEPTH; so does this ---- */
 
-static PyObject *list_to_py(const json_t *j) {
+static PyObject *to_py(const json_t *j, int depth);
+
+static PyObject *list_to_py(const json_t *j, int depth) {
     size_t n = json_array_size(j);
     PyObject *list = PyList_New((Py_ssize_t)n);
     if (!list)
         return NULL;
     for (size_t i = 0; i < n; i++) {
-        PyObject *v = pyjson_to_py(json_array_get(j, i));
+        PyObject *v = to_py(json_array_get(j, i), depth + 1);
         if (!v || PyList_SetItem(list, (Py_ssize_t)i, v) < 0) { /* SetItem steals v */
             Py_DECREF(list);
             return NULL;
@@ -199,7 +209,7 @@ static PyObject *list_to_py(const json_t *j) {
     return list;
 }
 
-static PyObject *object_to_py(const json_t *j) {
+static PyObject *object_to_py(const json_t *j, int depth) {
     PyObject *d = PyDict_New();
     if (!d)
         return NULL;
@@ -209,7 +219,7 @@ static PyObject *object_to_py(const json_t *j) {
     void *tmp;
     json_object_keylen_foreach_safe((json_t *)j, tmp, k, klen, v) {
         PyObject *key = PyUnicode_FromStringAndSize(k, (Py_ssize_t)klen);
-        PyObject *val = key ? pyjson_to_py(v) : NULL;
+        PyObject *val = key ? to_py(v, depth + 1) : NULL;
         int rc = val ? PyDict_SetItem(d, key, val) : -1;
         Py_XDECREF(key);
         Py_XDECREF(val);
@@ -221,16 +231,29 @@ static PyObject *object_to_py(const json_t *j) {
     return d;
 }
 
-PyObject *pyjson_to_py(const json_t *j) {
+static PyObject *string_to_py(const json_t *j) {
+    const char *digits = bignum_text(j, NULL);
+    if (digits) /* an integer beyond 64 bits, exactly as json.loads gives it */
+        return PyLong_FromString(digits, NULL, 10);
+    return PyUnicode_FromStringAndSize(json_string_value(j), (Py_ssize_t)json_string_length(j));
+}
+
+static PyObject *to_py(const json_t *j, int depth) {
+    if (depth > JSON_IN_MAX_DEPTH) {
+        PyErr_Format(PyExc_ValueError, "value nested more than %d levels deep", JSON_IN_MAX_DEPTH);
+        return NULL;
+    }
     switch (json_typeof(j)) {
     case JSON_NULL: Py_RETURN_NONE;
     case JSON_TRUE: Py_RETURN_TRUE;
     case JSON_FALSE: Py_RETURN_FALSE;
     case JSON_INTEGER: return PyLong_FromLongLong(json_integer_value(j));
     case JSON_REAL: return PyFloat_FromDouble(json_real_value(j));
-    case JSON_STRING: return PyUnicode_FromStringAndSize(json_string_value(j), (Py_ssize_t)json_string_length(j));
-    case JSON_ARRAY: return list_to_py(j);
-    case JSON_OBJECT: return object_to_py(j);
+    case JSON_STRING: return string_to_py(j);
+    case JSON_ARRAY: return list_to_py(j, depth);
+    case JSON_OBJECT: return object_to_py(j, depth);
     }
     Py_RETURN_NONE;
 }
+
+PyObject *pyjson_to_py(const json_t *j) { return to_py(j, 0); }

@@ -26,12 +26,14 @@ typedef struct pyjson_rules {
  * - NaN and +-Infinity raise ValueError "Out of range float values are not JSON compliant",
  *   as json.dumps(allow_nan=False) does: JSON has no token for them and the parent's parser
  *   accepts none;
- * - an int outside 64 bits becomes a float (OverflowError past a double's range);
+ * - an int outside 64 bits becomes a bignum (common/bignum.h): its exact decimal digits;
  * - nesting past PYJSON_MAX_DEPTH raises ValueError (a list that contains itself too).
  * NULL with the exception set. */
 json_t *pyjson_from_py(PyObject *value, const pyjson_rules *rules);
 
-/* JSON -> Python: dicts, lists, str, int, float, bool, None. NULL with an exception. */
+/* JSON -> Python: dicts, lists, str, int (a bignum too, exactly), float, bool, None. NULL with
+ * an exception (ValueError past JSON_IN_MAX_DEPTH levels, or past Python's limit on the digits
+ * of an int, as json.loads). */
 PyObject *pyjson_to_py(const json_t *value);
 
 #endif

@@ -1,13 +1,15 @@
 /* py/sdk_scope.c: coglet._sdk's Scope and MetricRecorder: one scope per prediction, the
- * metric name and type rules (docs/predictors.md, "Metrics and context"), values converted by
+ * metric type rules (docs/predictors.md, "Metrics and context"; the name rules are
+ * common/metric_name.c), values converted by
  * py/convert.c and sent through the worker's hooks. */
 #include "py/convert.h"
 #include "py/sdk_internal.h"
 
+#include "common/metric_name.h"
+
 #include <string.h>
 
-#define METRIC_NAME_MAX_BYTES 128
-#define METRIC_NAME_MAX_SEGMENTS 4
+#define METRIC_NAME_MSG_LEN 512
 #define METRIC_SEND_ERR_LEN 256
 
 static int require_str(PyObject *obj, const char *argname) {
@@ -21,122 +23,16 @@ static int require_str(PyObject *obj, const char *argname) {
     return -1;
 }
 
-/* ---- metric names ---------------------------------------------------------------------------- */
+/* ---- metric names: the rules are plain C (common/metric_name.c) ---- */
 
-static int is_ascii_letter(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static int is_ascii_digit(unsigned char c) {
-    return c >= '0' && c <= '9';
-}
-
-static size_t utf8_char_len(unsigned char lead) {
-    if (lead < 0x80)
-        return 1;
-    if ((lead & 0xE0) == 0xC0)
-        return 2;
-    if ((lead & 0xF0) == 0xE0)
-        return 3;
-    return 4;
-}
-
-/* ValueError "{fmt}" where fmt has one %U for the segment. */
-static int segment_error(const char *fmt, const char *seg, size_t seg_len) {
-    PyObject *segment = PyUnicode_FromStringAndSize(seg, (Py_ssize_t)seg_len);
-    if (segment == NULL)
-        return -1;
-    PyErr_Format(PyExc_ValueError, fmt, segment);
-    Py_DECREF(segment);
-    return -1;
-}
-
-static int invalid_char_error(const char *seg, size_t seg_len, const char *c, size_t c_len) {
-    PyObject *segment = PyUnicode_FromStringAndSize(seg, (Py_ssize_t)seg_len);
-    PyObject *ch = PyUnicode_FromStringAndSize(c, (Py_ssize_t)c_len);
-    if (segment != NULL && ch != NULL)
-        PyErr_Format(PyExc_ValueError,
-                     "metric name segment '%U' contains invalid character '%U'", segment, ch);
-    Py_XDECREF(segment);
-    Py_XDECREF(ch);
-    return -1;
-}
-
-static int validate_segment(const char *seg, size_t len, size_t index, size_t count) {
-    if (len == 0) {
-        const char *msg = index == 0           ? "metric name must not start with a dot"
-                          : index == count - 1 ? "metric name must not end with a dot"
-                                               : "metric name must not contain empty segments "
-                                                 "(consecutive dots)";
-        PyErr_SetString(PyExc_ValueError, msg);
-        return -1;
-    }
-    if (!is_ascii_letter((unsigned char)seg[0]))
-        return segment_error("metric name segment '%U' must start with a letter", seg, len);
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (seg[i] == '_' && seg[i + 1] == '_')
-            return segment_error("metric name segment '%U' must not contain consecutive "
-                                 "underscores",
-                                 seg, len);
-    }
-    for (size_t i = 0; i < len;) {
-        unsigned char c = (unsigned char)seg[i];
-        if (is_ascii_letter(c) || is_ascii_digit(c) || c == '_') {
-            i++;
-            continue;
-        }
-        size_t c_len = utf8_char_len(c);
-        if (c_len > len - i)
-            c_len = len - i;
-        return invalid_char_error(seg, len, seg + i, c_len);
-    }
-    if (seg[len - 1] == '_')
-        return segment_error("metric name segment '%U' must end with a letter or digit", seg, len);
-    return 0;
-}
-
-/* The name rules, in the order the original checks them (so the first broken rule is the one
- * reported); `reserved` adds the two reserved-name rules (record checks them, delete does not). */
 static int validate_metric_name(const char *name, size_t len, int reserved) {
-    if (reserved) {
-        if (len == strlen("predict_time") && memcmp(name, "predict_time", len) == 0) {
-            PyErr_SetString(PyExc_ValueError, "'predict_time' is reserved by the runtime");
-            return -1;
-        }
-        if (len >= 4 && memcmp(name, "cog.", 4) == 0) {
-            PyErr_SetString(PyExc_ValueError, "the 'cog.' prefix is reserved for system metrics");
-            return -1;
-        }
-    }
-    if (len == 0) {
-        PyErr_SetString(PyExc_ValueError, "metric name must not be empty");
-        return -1;
-    }
-    if (len > METRIC_NAME_MAX_BYTES) {
-        PyErr_Format(PyExc_ValueError,
-                     "metric name must be 128 characters or fewer (got %zd characters)",
-                     (Py_ssize_t)len);
-        return -1;
-    }
-    size_t count = 1;
-    for (size_t i = 0; i < len; i++)
-        count += name[i] == '.';
-    if (count > METRIC_NAME_MAX_SEGMENTS) {
-        PyErr_Format(PyExc_ValueError,
-                     "metric name must have at most 4 dot-separated segments (got %zd)",
-                     (Py_ssize_t)count);
-        return -1;
-    }
-    size_t start = 0, index = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && name[i] != '.')
-            continue;
-        if (validate_segment(name + start, i - start, index, count) < 0)
-            return -1;
-        start = i + 1;
-        index++;
-    }
-    return 0;
+    metric_name_error err;
+    if (metric_name_check(name, len, reserved, &err) == METRIC_NAME_OK)
+        return 0;
+    char msg[METRIC_NAME_MSG_LEN];
+    metric_name_message(&err, msg, sizeof msg);
+    PyErr_SetString(PyExc_ValueError, msg);
+    return -1;
 }
 
 /* ---- metric values ---------------------------------------------------------------------------- */

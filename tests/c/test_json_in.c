@@ -7,6 +7,7 @@
 
 #include "runner.h"
 
+#include "common/bignum.h"
 #include "common/json_in.h"
 
 #define STRICT JSON_IN_REJECT_DUPLICATES
@@ -65,8 +66,11 @@ TEST(json_in_values_match_jansson) {
     CHECK(parses_like_jansson("-0"));
     CHECK(parses_like_jansson("9223372036854775807"));
     json_in_error err;
-    json_t *big = json_in_parse("18446744073709551616", 20, &err); /* beyond 64 bits: a real */
-    CHECK(big && json_is_real(big));
+    json_t *big = json_in_parse("18446744073709551616", 20, &err); /* beyond 64 bits: a bignum */
+    CHECK(big && bignum_is(big) && !strcmp(bignum_text(big, NULL), "18446744073709551616"));
+    json_decref(big);
+    big = json_in_parse("[-9223372036854775809, 1.5e300]", 31, &err); /* reals stay reals */
+    CHECK(big && bignum_is(json_array_get(big, 0)) && json_is_real(json_array_get(big, 1)));
     json_decref(big);
 }
 
