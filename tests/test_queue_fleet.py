@@ -322,3 +322,19 @@ def test_ref_from_cog_yaml(redis_srv, make_consumer, make_receiver, tmp_path):
     make_consumer(redis_srv, "q", "c1", code=ECHO, ref=None)
     redis_srv.add("q", {"id": "p1", "input": {"text": "y"}, "webhook": rx.url})
     assert rx.wait_terminal("p1")["output"] == "hi y"
+
+
+def test_a_restarted_consumer_takes_back_its_own_messages_at_once(redis_srv, make_consumer, make_receiver,
+                                                                  tmp_path):
+    rx = make_receiver()
+    gate = tmp_path / "gate"
+    runs = tmp_path / "runs"
+    a = make_consumer(redis_srv, "q", "c1", code=GATED)  # the default 30 s lease
+    redis_srv.add("q", {"id": "p1", "input": {"gate": str(gate), "runs": str(runs)}, "webhook": rx.url})
+    rx.wait_count(1, "p1")
+    a.stop(signal.SIGKILL)
+    gate.write_text("")
+    make_consumer(redis_srv, "q", "c1", code=GATED)  # same name: its pending entries are its own
+    assert rx.wait_terminal("p1", timeout=10)["status"] == "succeeded"  # well within the lease
+    assert runs.read_text().count("run") == 2
+    redis_srv.wait_pending("q", 0)
