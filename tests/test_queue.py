@@ -441,6 +441,7 @@ def test_sigterm_finishes_and_acknowledges_what_runs(redis_srv, make_consumer, m
     rx.wait_count(1, "p1")
     c.proc.send_signal(signal.SIGTERM)
     c.wait_log("stopping: claiming nothing new")
+    wait_until(lambda: redis_srv.client.info("clients")["blocked_clients"] == 0, what="the read released")
     redis_srv.add("q", {"id": "p2", "input": {}, "webhook": rx.url})
     gate.write_text("")
     assert c.wait_exit() == 0

@@ -143,8 +143,10 @@ def test_redis_down_at_start_then_up(make_consumer, make_receiver, tmp_path):
 def test_pause_and_resume(redis_srv, make_consumer, make_receiver):
     rx = make_receiver()
     c = make_consumer(redis_srv, "q", "c1", code=ECHO)
+    blocked = lambda: redis_srv.client.info("clients")["blocked_clients"]  # noqa: E731
     redis_srv.client.set("coglet:q:pause", "1")
     c.wait_log("paused")
+    wait_until(lambda: blocked() == 0, what="the blocked read released")
     redis_srv.add("q", {"id": "p1", "input": {}, "webhook": rx.url})
     time.sleep(0.5)
     assert rx.snapshot() == [] and redis_srv.pending("q") == 0
@@ -154,6 +156,7 @@ def test_pause_and_resume(redis_srv, make_consumer, make_receiver):
     # one consumer alone
     redis_srv.client.set("coglet:q:pause:c1", "1")
     wait_until(lambda: c.log_text().count("paused: claiming nothing new") == 2, what="the second pause")
+    wait_until(lambda: blocked() == 0, what="the blocked read released")
     redis_srv.add("q", {"id": "p2", "input": {}, "webhook": rx.url})
     time.sleep(0.5)
     assert rx.for_id("p2") == []

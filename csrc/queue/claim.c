@@ -161,7 +161,7 @@ static void on_claimed(rconn *rc, redisReply *reply, void *ctx) {
             if (cur->type == REDIS_REPLY_STRING)
                 snprintf(qd->autoclaim_cursor, sizeof qd->autoclaim_cursor, "%.*s", (int)cur->len, cur->str);
             if (!strcmp(qd->autoclaim_cursor, "0-0"))
-                qd->next_reclaim_ms = uv_now(qd->loop) + queue_tick_ms(qd) * 3 / 2;
+                qd->next_reclaim_ms = uv_now(qd->loop) + queue_block_ms(qd);
             if (reply->element[1]->elements > 0)
                 log_event(LOG_INFO, QUEUE_TARGET, json_pack("{s:i}", "count", (int)reply->element[1]->elements),
                           "reclaimed messages whose lease ran out");
@@ -176,10 +176,6 @@ static void on_claimed(rconn *rc, redisReply *reply, void *ctx) {
     claim_more(qd);
 }
 
-static uint64_t block_ms(const queue_door *qd) {
-    uint64_t b = (uint64_t)(qd->cfg.lease_s * 1000 / 3);
-    return b < 100 ? 100 : b;
-}
 
 void claim_more(queue_door *qd) {
     if (qd->reading || !qd->group_ready || !rconn_up(&qd->reader) || !queue_claims_allowed(qd))
@@ -198,13 +194,15 @@ void claim_more(queue_door *qd) {
         rc = rconn_commandv(&qd->reader, on_claimed, (void *)(intptr_t)kind, 9, argv);
     } else if (uv_now(qd->loop) >= qd->next_reclaim_ms) {
         kind = CLAIM_RECLAIM;
-        snprintf(idle, sizeof idle, "%llu", (unsigned long long)(qd->cfg.lease_s * 1000));
+        /* half a lease of silence: a live consumer beats every quarter; a dead one's messages
+         * are found by a read at most a quarter later, so they are taken over within a lease */
+        snprintf(idle, sizeof idle, "%llu", (unsigned long long)(qd->cfg.lease_s * 1000 / 2));
         const char *argv[] = {"XAUTOCLAIM", qd->stream,           qd->stream, qd->consumer,
                               idle,         qd->autoclaim_cursor, "COUNT",    count};
         rc = rconn_commandv(&qd->reader, on_claimed, (void *)(intptr_t)kind, 8, argv);
     } else {
         kind = CLAIM_NEW;
-        snprintf(block, sizeof block, "%llu", (unsigned long long)block_ms(qd));
+        snprintf(block, sizeof block, "%llu", (unsigned long long)queue_block_ms(qd));
         const char *argv[] = {"XREADGROUP", "GROUP", qd->stream, qd->consumer, "COUNT", count,
                               "BLOCK",      block,   "STREAMS",  qd->stream,   ">"};
         rc = rconn_commandv(&qd->reader, on_claimed, (void *)(intptr_t)kind, 11, argv);

@@ -33,7 +33,7 @@ void queue_config_from_env(queue_config *cfg) {
 }
 
 uint64_t queue_tick_ms(const queue_door *qd) {
-    uint64_t t = (uint64_t)(qd->cfg.lease_s * 1000 / 3);
+    uint64_t t = (uint64_t)(qd->cfg.lease_s * 1000 / 4);
     if (t > TICK_MAX_MS)
         t = TICK_MAX_MS;
     return t < 50 ? 50 : t;
@@ -43,6 +43,12 @@ uint64_t queue_tick_ms(const queue_door *qd) {
  * predictions in the core's wait queue (COG_QUEUE_DEPTH), which get a freed slot first. */
 int queue_room(const queue_door *qd) {
     return orchestrator_free_slots(&qd->core->orch) - qd->num_waiting - qd->core->num_waiting;
+}
+
+/* How long a read blocks, and how often the reclaim runs: a quarter of the lease. */
+uint64_t queue_block_ms(const queue_door *qd) {
+    uint64_t b = (uint64_t)(qd->cfg.lease_s * 1000 / 4);
+    return b < 100 ? 100 : b;
 }
 
 int queue_claims_allowed(const queue_door *qd) {
@@ -368,7 +374,7 @@ queue_door *queue_door_start(core *c, uv_loop_t *loop, const queue_config *cfg, 
     qd->cfg.redis_url = qd->redis_url;
     qd->cfg.report_setup_url = qd->report_url;
     uint64_t idle = (uint64_t)(cfg->idle_timeout_s * 1000);
-    uint64_t block = (uint64_t)(cfg->lease_s * 1000 / 3);
+    uint64_t block = (uint64_t)(cfg->lease_s * 1000 / 4);
     if ((*err = rconn_init(&qd->reader, loop, &url, "reader", idle + (block < 100 ? 100 : block))) != 0 ||
         (*err = rconn_init(&qd->cmd, loop, &url, "commands", idle)) != 0) {
         /* uv_timer_init does not fail on a live loop: no handle to close here */

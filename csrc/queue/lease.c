@@ -1,7 +1,8 @@
 /* queue/lease.c: what keeps a held message ours, and what stops it early. The heartbeat
  * resets the idle time of every message this consumer still owns (XCLAIM ... JUSTID, in a
  * script that first checks the owner, so a message another consumer took over is never taken
- * back); a consumer that stops beating loses its messages to XAUTOCLAIM one lease later.
+ * back); a consumer that stops beating loses its messages to XAUTOCLAIM within one lease (half
+ * a lease of silence makes them claimable, and other consumers look every quarter).
  * Cancel keys are polled ten times a second, only while a running message has one. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -100,6 +100,7 @@ struct queue_door {
 
 /* door.c */
 uint64_t queue_tick_ms(const queue_door *qd);
+uint64_t queue_block_ms(const queue_door *qd);
 int queue_claims_allowed(const queue_door *qd);
 int queue_room(const queue_door *qd);
 void queue_note_terminal(queue_door *qd, const char *status);
