@@ -12,7 +12,10 @@
 #include "core/stats.h"
 #include "queue/queue_impl.h"
 
-typedef enum { CLAIM_OWN, CLAIM_RECLAIM, CLAIM_NEW } claim_kind;
+/* CLAIM_FLOWING: while messages keep coming, the next read does not block and goes over the
+ * command connection, in the same write as the last message's terminal record; the first
+ * empty answer sends the consumer back to the reader's blocking read. */
+typedef enum { CLAIM_OWN, CLAIM_RECLAIM, CLAIM_NEW, CLAIM_FLOWING } claim_kind;
 
 int poison_has(const queue_door *qd, const char *id) {
     for (int i = 0; i < POISON_MAX; i++)
@@ -169,13 +172,14 @@ static void on_claimed(rconn *rc, redisReply *reply, void *ctx) {
                 stats_inc(STAT_QUEUE_RECLAIMS, qd->stream, NULL);
             take_entries(qd, reply->element[1], 1, NULL, 0);
         }
-    } else if (reply->type == REDIS_REPLY_ARRAY) {
-        take_entries(qd, stream_entries(reply), 0, NULL, 0);
+    } else {
+        const redisReply *entries = reply->type == REDIS_REPLY_ARRAY ? stream_entries(reply) : NULL;
+        qd->flowing = entries && entries->elements > 0;
+        take_entries(qd, entries, 0, NULL, 0);
     }
     qd->reading = 0;
     claim_more(qd);
 }
-
 
 void claim_more(queue_door *qd) {
     if (qd->reading || !qd->group_ready || !rconn_up(&qd->reader) || !queue_claims_allowed(qd))
@@ -200,6 +204,11 @@ void claim_more(queue_door *qd) {
         const char *argv[] = {"XAUTOCLAIM", qd->stream,           qd->stream, qd->consumer,
                               idle,         qd->autoclaim_cursor, "COUNT",    count};
         rc = rconn_commandv(&qd->reader, on_claimed, (void *)(intptr_t)kind, 8, argv);
+    } else if (qd->flowing && rconn_up(&qd->cmd)) {
+        kind = CLAIM_FLOWING;
+        const char *argv[] = {"XREADGROUP", "GROUP",   qd->stream, qd->consumer, "COUNT",
+                              count,        "STREAMS", qd->stream, ">"};
+        rc = rconn_commandv(&qd->cmd, on_claimed, (void *)(intptr_t)kind, 9, argv);
     } else {
         kind = CLAIM_NEW;
         snprintf(block, sizeof block, "%llu", (unsigned long long)queue_block_ms(qd));

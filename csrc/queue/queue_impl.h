@@ -77,6 +77,7 @@ struct queue_door {
     int reading_blocked; /* ... and it is a blocking XREADGROUP */
     int read_count;      /* ... for this many messages */
     int unblock_sent;    /* CLIENT UNBLOCK sent for it */
+    int flowing;         /* the last read of new messages found some (claim.c) */
     int pel_done;        /* own pending entries read since the reader came up */
     char pel_cursor[48];
     char autoclaim_cursor[48];
