@@ -5,7 +5,7 @@ ASAN_VENV ?= .venv-asan
 PIP_Q ?= -q
 PYTEST_ARGS ?=
 
-TEST_DEPS = pytest pytest-timeout requests jsonschema setuptools wheel structlog pyyaml typing_extensions prometheus-client opentelemetry-proto
+TEST_DEPS = pytest pytest-timeout requests jsonschema setuptools wheel structlog pyyaml typing_extensions prometheus-client opentelemetry-proto redis
 COG_SDK = cog==0.23.1
 
 .PHONY: all deps venv build serve test test-asan test-c fuzz bench soak clean format

@@ -1,7 +1,7 @@
 """Builds coglet._impl from csrc/, and coglet._curl_shim from csrc/shim/ (the object libcurl is
 loaded through; docs/architecture.md, Packaging).
 
-System libraries come from pkg-config (libuv, jansson, libcurl, pcre2); llhttp is a system
+System libraries come from pkg-config (libuv, jansson, libcurl, pcre2, hiredis); llhttp is a system
 libllhttp when pkg-config knows one, else compiled from the C sources Debian's
 node-llhttp ships. Anything missing stops the build with one line naming the package.
 
@@ -32,6 +32,7 @@ PKGS = [
     ("jansson", "libjansson-dev"),
     ("libcurl", "libcurl4-openssl-dev"),  # headers only: libcurl is dlopen'd on first use
     ("libpcre2-8", "libpcre2-dev"),
+    ("hiredis", "libhiredis-dev"),  # pull mode: Redis on the server's libuv loop
 ]
 LLHTTP_SRC_DIR = "/usr/share/llhttp"
 LLHTTP_INCLUDE_DIR = "/usr/share/include/llhttp"

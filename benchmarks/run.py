@@ -19,6 +19,9 @@ Writes benchmarks/results/latest.json and PNG plots in benchmarks/results/ (matp
 benchmarks/.venv-tools). A full run (not --quick, no --only) also refreshes the results table
 in docs/benchmarks.md between its bench-table markers (--no-docs to skip).
 
+The `queue` group (pull mode, benchmarks/queue_bench.py) compares ours with cog 0.6.1's Redis
+queue worker instead (benchmarks/.venv-queue-anchor); it needs redis-server.
+
 Standard library only; any python3 can run it.
 """
 
@@ -58,11 +61,11 @@ SSE_CHUNKS = 1000
 # wrk_s/short_s/schema_s: seconds of wrk load; warm_s: wrk warm-up seconds; warm_n: untimed requests
 # before the timed ones in the Python-client scenarios; *_n: timed requests per server per round.
 FULL = dict(rounds=3, wrk_s=5, short_s=3, warm_s=1, warm_n=1, startups=3, sse_n=10, file_n=3, json_n=5, schema_s=1,
-            schema_bursts=4)
+            schema_bursts=4, queue_quick=False)
 QUICK = dict(rounds=3, wrk_s=1, short_s=1, warm_s=0, warm_n=0, startups=1, sse_n=3, file_n=1, json_n=1, schema_s=1,
-             schema_bursts=2)
+             schema_bursts=2, queue_quick=True)
 
-GROUPS = ("startup", "sync", "async8", "sse", "file64", "json20", "schema50")
+GROUPS = ("startup", "sync", "async8", "sse", "file64", "json20", "schema50", "queue")
 ALIASES = {
     "latency": "sync",
     "rss": "sync",
@@ -74,6 +77,7 @@ ALIASES = {
     "upload": "file64",
     "json": "json20",
     "schema": "schema50",
+    "pull": "queue",
 }
 
 # metric -> (title, unit, better, goal description)
@@ -106,9 +110,18 @@ METRICS = {
     "cpu_async_worker_us": ("CPU per request, async ×8: worker (409s included)", "µs", "lower", "reported"),
     "health_rps": ("GET /health-check, 1 connection (HTTP-stack floor)", "req/s", "higher", "reported"),
     "root_rps": ("GET /, 1 connection (HTTP-stack floor, no worker)", "req/s", "higher", "reported"),
+    # pull mode (benchmarks/queue_bench.py): the anchor is cog 0.6.1's queue worker, not coglet 0.23.1
+    "queue_drain_pps": ("pull: 1 consumer drains no-op predictions, a webhook each (anchor: cog 0.6.1)", "pred/s",
+                        "higher", "≥ 20× the anchor"),
+    "queue_start_p50_us": ("pull: XADD → start webhook, p50", "µs", "lower", "p50 ≤ 1 ms"),
+    "queue_start_p99_us": ("pull: XADD → start webhook, p99", "µs", "lower", "reported"),
+    "queue_fleet1_pps": ("pull: 1 consumer on one stream (not pinned)", "pred/s", "higher", "reported"),
+    "queue_fleet2_pps": ("pull: 2 consumers on one stream (not pinned)", "pred/s", "higher", "reported"),
+    "queue_fleet4_pps": ("pull: 4 consumers on one stream (not pinned)", "pred/s", "higher", "reported"),
+    "queue_rss_mib": ("pull: parent RSS while draining (peak)", "MiB", "lower", "reported"),
 }
 SPEEDUP_GOALS = {"sync_rps": 4, "async8_rps": 4, "startup_s": 2, "sse_s": 2, "file64_datauri_s": 2,
-                 "file64_upload_s": 2, "json20_s": 2}
+                 "file64_upload_s": 2, "json20_s": 2, "queue_drain_pps": 20}
 NO_RATIO = {"schema50_cost_us"}  # a difference of two timings: a ratio of those means nothing
 RSS_NET_GOALS = {"rss_idle_mib": 10, "rss_load_mib": 10, "rss_async_load_mib": 10}
 ABS_GOALS = {"file64_datauri_hwm_mib": 2 * FILE_BYTES / MIB, "file64_upload_hwm_mib": 2 * FILE_BYTES / MIB}
@@ -723,8 +736,16 @@ def grp_schema50(ctx, kind):
     return rec
 
 
+def grp_queue(ctx, kind):
+    """Pull mode; queue_bench.py has the scenarios. The anchor here is cog 0.6.1's queue worker."""
+    import queue_bench
+
+    cfg = queue_bench.QUICK if ctx.cfg.get("queue_quick") else queue_bench.FULL
+    return {"values": queue_bench.run_group(kind, cfg, ctx.logdir, ctx.server_cpus, ctx.load_cpus)}
+
+
 GROUP_FNS = {"startup": grp_startup, "sync": grp_sync, "async8": grp_async8, "sse": grp_sse,
-             "file64": grp_file64, "json20": grp_json20, "schema50": grp_schema50}
+             "file64": grp_file64, "json20": grp_json20, "schema50": grp_schema50, "queue": grp_queue}
 
 
 # ---------------------------------------------------------------- context -------------------
@@ -912,6 +933,8 @@ def build_summary(ctx, raw, floor, baselines, groups_run):
             entry["ours"]["net_max"] = entry["ours"]["max"] - baselines["ours_native"]
         if metric in ABS_GOALS and entry.get("ours"):
             entry["goal_met"] = entry["ours"]["max"] <= ABS_GOALS[metric]
+        if metric == "queue_start_p50_us" and entry.get("ours"):
+            entry["goal_met"] = entry["ours"]["median"] <= 1000
         if metric == "sync_p99_us" and entry.get("ours") and floor:
             fl = statistics.median(f["p99_us"] for f in floor)
             entry["floor_p99_us"] = fl
@@ -937,7 +960,7 @@ def build_summary(ctx, raw, floor, baselines, groups_run):
 def fmt(x, unit):
     if x is None:
         return "—"
-    if unit == "req/s":
+    if unit in ("req/s", "pred/s"):
         return "%.0f" % x
     if unit == "s":
         return "%.3f" % x if x < 10 else "%.1f" % x
@@ -1141,11 +1164,13 @@ def main():
             if g not in groups:
                 groups.append(g)
 
+    if "queue" in groups and not shutil.which("redis-server"):
+        sys.exit("redis-server is not installed (the queue scenarios): scripts/install-deps.sh bench")
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed. Install it with:\n    apt-get update && apt-get install -y wrk")
     if not os.path.exists(os.path.join(VENVS["ours"], "bin", "python")):
         sys.exit("no %s: build ours first (make build)" % VENVS["ours"])
-    r = subprocess.run(["bash", os.path.join(HERE, "setup_anchor.sh")])
+    r = subprocess.run(["bash", os.path.join(HERE, "setup_anchor.sh")] + (["all"] if "queue" in groups else []))
     if r.returncode != 0:
         sys.exit("setup_anchor.sh failed")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -1,7 +1,10 @@
 """python -m coglet [REF] [--host H] [--port P] [--await-explicit-shutdown] [--train] [--upload-url U]
+python -m coglet [REF] --redis-url redis://HOST:PORT/DB --input-queue Q --consumer-id C
+    [--upload-url U] [--predict-timeout S] [--report-setup-run-url URL] [--max-failure-count N] [--port P]
 python -m coglet schema [REF] [--train] [--generate]
 
-Serves a predictor, or prints the OpenAPI schema it would serve. REF is
+Serves a predictor over HTTP, or takes its predictions from a Redis Stream (pull mode,
+docs/queue.md), or prints the OpenAPI schema it would serve. REF is
 `predict.py:Predictor`, `predict.py`, or `module:Name`; without it the `predict:` (or with
 --train, `train:`) entry of ./cog.yaml is used.
 """
@@ -75,7 +78,10 @@ def main(argv=None):
     parser.add_argument("ref", nargs="?", help="predictor reference, e.g. predict.py:Predictor")
     parser.add_argument("--host", default="0.0.0.0", help="IP address to bind (default 0.0.0.0)")
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("PORT", "5000")), help="port (default $PORT or 5000; 0 = any)"
+        "--port",
+        type=int,
+        default=int(os.environ["PORT"]) if os.environ.get("PORT") else None,
+        help="port (default $PORT or 5000; 0 = any); in pull mode HTTP is served only when given",
     )
     parser.add_argument(
         "--await-explicit-shutdown",
@@ -84,6 +90,15 @@ def main(argv=None):
     )
     parser.add_argument("--train", action="store_true", help="train mode: every request runs train()")
     parser.add_argument("--upload-url", default=None, help="PUT file outputs to this URL prefix")
+    queue = parser.add_argument_group("pull mode (docs/queue.md)")
+    queue.add_argument("--redis-url", default=None, help="take predictions from Redis: redis://HOST:PORT/DB")
+    queue.add_argument("--input-queue", default=None, help="the stream (and consumer group) to read")
+    queue.add_argument("--consumer-id", default=None, help="this consumer's name in the group")
+    queue.add_argument("--predict-timeout", type=float, default=None, help="fail a prediction after S seconds")
+    queue.add_argument("--report-setup-run-url", default=None, help="POST the setup result here")
+    queue.add_argument(
+        "--max-failure-count", type=int, default=None, help="exit after more than N failed predictions in a row"
+    )
     parser.add_argument("--version", action="version", version="coglet %s" % coglet.__version__)
     args = parser.parse_args(argv)
 
@@ -93,13 +108,33 @@ def main(argv=None):
         ref = _ref_from_cog_yaml(key)
         if ref is None:
             parser.error("no REF given and no %r entry in ./cog.yaml" % key)
+    kwargs = {}
+    if args.redis_url:
+        if not args.input_queue or not args.consumer_id:
+            parser.error("--redis-url needs --input-queue and --consumer-id")
+        kwargs = dict(
+            redis_url=args.redis_url,
+            input_queue=args.input_queue,
+            consumer_id=args.consumer_id,
+            report_setup_run_url=args.report_setup_run_url,
+        )
+        if args.predict_timeout is not None:
+            kwargs["predict_timeout"] = args.predict_timeout
+        if args.max_failure_count is not None:
+            kwargs["max_failure_count"] = args.max_failure_count
+    elif args.input_queue or args.consumer_id or args.report_setup_run_url:
+        parser.error("--input-queue, --consumer-id and --report-setup-run-url need --redis-url")
+    port = args.port
+    if port is None and not args.redis_url:
+        port = 5000
     coglet.server.serve(
         predictor_ref=ref,
         host=args.host,
-        port=args.port,
+        port=port,
         await_explicit_shutdown=args.await_explicit_shutdown,
         is_train=args.train,
         upload_url=args.upload_url,
+        **kwargs,
     )
     return 0
 

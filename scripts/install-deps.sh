@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages coglet builds and tests with, when any is missing.
 set -euo pipefail
-pkgs=(build-essential pkg-config libuv1-dev libjansson-dev libcurl4-openssl-dev node-llhttp libpcre2-dev python3-venv)
+pkgs=(build-essential pkg-config libuv1-dev libjansson-dev libcurl4-openssl-dev node-llhttp libpcre2-dev python3-venv
+      libhiredis-dev redis-server)
 # `install-deps.sh bench`: also what `make bench` measures with
 [ "${1:-}" = "bench" ] && pkgs+=(wrk)
 # `install-deps.sh fuzz`: clang, and its libFuzzer and sanitizer runtimes (LeakSanitizer

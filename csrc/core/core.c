@@ -110,6 +110,12 @@ void core_door_closed(core *c, front_door *door) {
     core_shutdown_check(c);
 }
 
+void core_notify_doors(core *c) {
+    for (front_door *d = c->doors; d; d = d->next)
+        if (d->ops->on_capacity && !d->closing)
+            d->ops->on_capacity(d);
+}
+
 int core_client(core *c) {
     if (c->client_open)
         return 0;

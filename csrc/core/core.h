@@ -38,6 +38,11 @@ typedef struct front_door_ops {
     void (*shutdown_begin)(front_door *door);
     /* Close everything (now, when `force`; else once what is open is idle). */
     void (*close)(front_door *door, int force);
+    /* Optional. Something a door that pulls work watches changed: setup ended (health
+     * READY or SETUP_FAILED), the worker is gone (DEFUNCT), or a slot was taken or came
+     * free. Called in the middle of the core's work: a door must not start a prediction
+     * from here (it may queue work for a later loop turn). */
+    void (*on_capacity)(front_door *door);
 } front_door_ops;
 struct front_door {
     const front_door_ops *ops;
@@ -144,6 +149,8 @@ int core_start(core *c, uv_loop_t *loop, const core_config *cfg);
 /* Front doors register before core_start's loop runs; the core closes them at shutdown. */
 void core_add_door(core *c, front_door *door);
 void core_door_closed(core *c, front_door *door);
+/* Tells every door with on_capacity that health or the free slots changed. */
+void core_notify_doors(core *c);
 /* The webhook/upload client, started on first use (libcurl loads then). 0, UV_ECANCELED once
  * the core is closing, or UV_ENOSYS when libcurl cannot be loaded. */
 int core_client(core *c);

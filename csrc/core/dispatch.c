@@ -39,6 +39,8 @@ void dispatch_unlink(prediction *p, slot_fate fate) {
         waitq_schedule(c);
     }
     prediction_unref(p); /* the slot's */
+    if (fate == SLOT_RELEASE)
+        core_notify_doors(c);
 }
 
 void dispatch_abandon(prediction *p) {
@@ -377,6 +379,12 @@ void dispatch_on_slot_message(core *c, slot *s, json_t *msg) {
         on_done(p, msg);
     } else if (!strcmp(type, "failed")) {
         const char *err = json_string_value(json_object_get(msg, "error"));
+        const char *exc = json_string_value(json_object_get(msg, "message"));
+        const char *tb = json_string_value(json_object_get(msg, "traceback"));
+        if (exc && !p->exc_message)
+            p->exc_message = strdup(exc);
+        if (tb && !p->traceback)
+            p->traceback = strdup(tb);
         end_on_slot(p, PRED_FAILED, err ? err : "unknown error");
     } else if (!strcmp(type, "cancelled")) {
         end_on_slot(p, PRED_CANCELED, NULL);

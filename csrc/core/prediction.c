@@ -22,6 +22,8 @@ const char *pred_status_name(pred_status s) {
 static int is_terminal(pred_status s) { return s >= PRED_SUCCEEDED; }
 
 const char *prediction_id(const prediction *p) { return p->id; }
+const char *prediction_exception_message(const prediction *p) { return p->exc_message; }
+const char *prediction_traceback(const prediction *p) { return p->traceback; }
 pred_status prediction_status(const prediction *p) { return p->status; }
 int prediction_is_terminal(const prediction *p) { return is_terminal(p->status); }
 int prediction_in_flight(const prediction *p) { return p->in_registry; }
@@ -115,6 +117,7 @@ prediction *prediction_create(core *c, prediction_request *req, admit_result *wh
     p->slot = s;
     s->prediction = p;
     prediction_ref(p); /* the slot's */
+    core_notify_doors(c); /* one slot fewer for the other doors */
     return p;
 }
 
@@ -166,6 +169,8 @@ void prediction_unref(prediction *p) {
     json_decref(p->metrics);
     pred_logs_free(&p->logs);
     free(p->error);
+    free(p->exc_message);
+    free(p->traceback);
     free(p->output_error);
     free(p->input_raw);
     free(p);

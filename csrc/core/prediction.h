@@ -85,6 +85,10 @@ int prediction_traceparent(const prediction *p, const struct trace_span *span, c
 struct trace_span *prediction_child_span(prediction *p, const char *name, int kind);
 
 const char *prediction_id(const prediction *p);
+/* When the predictor raised: str() of its exception and the formatted traceback (else NULL).
+ * `error` in the prediction object keeps its own form ("Prediction failed: ValueError: x"). */
+const char *prediction_exception_message(const prediction *p);
+const char *prediction_traceback(const prediction *p);
 pred_status prediction_status(const prediction *p);
 int prediction_is_terminal(const prediction *p);
 int prediction_in_flight(const prediction *p);

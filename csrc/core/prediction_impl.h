@@ -26,6 +26,7 @@ struct prediction {
     json_t *metrics; /* user metrics */
     pred_logs logs; /* bounded: core/logs.h */
     char *error;
+    char *exc_message, *traceback; /* the predictor's exception, when it raised one */
     const char *door;      /* the front door's label ("http", "queue"), static */
     double created;        /* monotonic, at creation */
     double started;        /* monotonic, when it started on a slot (creation until then) */

@@ -128,6 +128,7 @@ static void on_ready(void *app, json_t *schema, json_t *ready) {
         if (req && uv_queue_work(c->loop, req, write_k8s_ready, k8s_done) != 0)
             free(req);
     }
+    core_notify_doors(c);
 }
 
 void core_setup_failed(core *c, const char *error) {
@@ -151,6 +152,7 @@ void core_setup_failed(core *c, const char *error) {
         c->health = HEALTH_STARTING;
     else
         waitq_fail_all(c, "the worker could not be restarted: setup failed");
+    core_notify_doors(c);
 }
 
 static void on_setup_failed(void *app, const char *error) { core_setup_failed(app, error); }
@@ -178,6 +180,7 @@ static void on_worker_gone(void *app, const char *error) {
     /* with a restart on its way, predictions waiting for a slot wait for the new worker */
     if (!restart_after_crash(c))
         waitq_fail_all(c, error);
+    core_notify_doors(c);
     core_shutdown_check(c);
 }
 

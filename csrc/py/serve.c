@@ -17,6 +17,7 @@
 #include "py/module.h"
 #include "core/core.h"
 #include "http/door.h"
+#include "queue/queue.h"
 
 #define TARGET "coglet::server"
 
@@ -24,6 +25,7 @@ typedef struct py_serve {
     uv_loop_t loop;
     core core;
     http_door door;
+    queue_door *queue; /* pull mode, when redis_url is given */
     uv_timer_t signal_timer;
     PyThreadState *saved_thread;
     int sigints;
@@ -277,9 +279,9 @@ static void restore_handlers(saved_handlers *saved) {
     PyErr_Restore(err_type, err_value, err_tb);
 }
 
-/* The HTTP door and the core on one loop, run with the GIL released until shutdown. 0, or -1
- * with an exception set. */
-static int run_loop(const core_config *cfg, const char *host, int port) {
+/* The doors (HTTP unless pull mode has no port; the queue with a redis_url) and the core on
+ * one loop, run with the GIL released until shutdown. 0, or -1 with an exception set. */
+static int run_loop(const core_config *cfg, const char *host, int port, queue_config *qcfg) {
     py_serve *ps = calloc(1, sizeof *ps);
     if (!ps) {
         PyErr_NoMemory();
@@ -294,15 +296,23 @@ static int run_loop(const core_config *cfg, const char *host, int port) {
     }
     ps->core.on_stopped = on_stopped;
     /* bound first: the "Starting coglet server on" line comes before the worker starts */
-    rc = http_door_start(&ps->door, &ps->core, &ps->loop, host, port, stream_history());
+    rc = port >= 0 ? http_door_start(&ps->door, &ps->core, &ps->loop, host, port, stream_history()) : 0;
+    if (rc == 0 && qcfg->redis_url) {
+        queue_config_from_env(qcfg);
+        ps->queue = queue_door_start(&ps->core, &ps->loop, qcfg, &rc);
+    }
     if (rc == 0)
         rc = core_start(&ps->core, &ps->loop, cfg);
     if (rc != 0) {
         uv_walk(&ps->loop, close_walk, NULL);
         uv_run(&ps->loop, UV_RUN_DEFAULT);
         uv_loop_close(&ps->loop);
+        queue_door_free(ps->queue);
         free(ps);
-        PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
+        if (rc == UV_EINVAL && qcfg->redis_url)
+            PyErr_Format(PyExc_ValueError, "invalid redis_url: %s", qcfg->redis_url);
+        else
+            PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
         free(log_capture_take());
         return -1;
     }
@@ -315,20 +325,44 @@ static int run_loop(const core_config *cfg, const char *host, int port) {
     uv_run(&ps->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ps->loop);
     PyEval_RestoreThread(ps->saved_thread);
+    queue_door_free(ps->queue);
     free(ps);
     return 0;
 }
 
 PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
     (void)module;
-    static char *kwlist[] = {"predictor_ref", "host", "port", "await_explicit_shutdown", "is_train",
-                             "output_temp_dir_base", "upload_url", NULL};
+    static char *kwlist[] = {"predictor_ref",     "host",          "port",          "await_explicit_shutdown",
+                             "is_train",          "output_temp_dir_base", "upload_url", "redis_url",
+                             "input_queue",       "consumer_id",   "report_setup_run_url", "predict_timeout",
+                             "max_failure_count", NULL};
     const char *ref = NULL, *host = "0.0.0.0", *upload_url = NULL;
-    int port = 5000, await_shutdown = 0, is_train = 0;
-    PyObject *output_temp_dir_base = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|zsippOz:serve", kwlist, &ref, &host, &port, &await_shutdown,
-                                     &is_train, &output_temp_dir_base, &upload_url))
+    int port = 5000, await_shutdown = 0, is_train = 0, max_failures = -1;
+    PyObject *output_temp_dir_base = NULL, *port_obj = NULL;
+    queue_config qcfg = {0};
+    double predict_timeout = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|zsOppOzzzzzdi:serve", kwlist, &ref, &host, &port_obj,
+                                     &await_shutdown, &is_train, &output_temp_dir_base, &upload_url, &qcfg.redis_url,
+                                     &qcfg.stream, &qcfg.consumer, &qcfg.report_setup_url, &predict_timeout,
+                                     &max_failures))
         return NULL;
+    if (port_obj && port_obj != Py_None) {
+        port = (int)PyLong_AsLong(port_obj);
+        if (port == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (qcfg.redis_url && (!qcfg.stream || !*qcfg.stream || !qcfg.consumer || !*qcfg.consumer)) {
+        PyErr_SetString(PyExc_ValueError, "redis_url needs input_queue and consumer_id");
+        return NULL;
+    }
+    if (!qcfg.redis_url && (qcfg.stream || qcfg.consumer || qcfg.report_setup_url)) {
+        PyErr_SetString(PyExc_ValueError, "input_queue, consumer_id and report_setup_run_url need redis_url");
+        return NULL;
+    }
+    qcfg.predict_timeout_s = predict_timeout > 0 ? predict_timeout : 0;
+    qcfg.max_failures = max_failures < 0 ? -1 : max_failures;
+    /* pull mode opens the HTTP port only when one is given */
+    int http = !qcfg.redis_url || (port_obj && port_obj != Py_None);
     const char *output_dir_base = NULL; /* given: prediction directories go under it */
     if (output_temp_dir_base && output_temp_dir_base != Py_None) {
         if (!PyUnicode_Check(output_temp_dir_base)) {
@@ -387,7 +421,7 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
             .shutdown_grace = env_seconds("COG_SHUTDOWN_GRACE", 30.0),
             .output_dir_base = output_dir_base,
         };
-        rc = run_loop(&cfg, host, port);
+        rc = run_loop(&cfg, host, http ? port : -1, &qcfg);
     }
     restore_handlers(&saved);
     free(cog_version);

@@ -32,6 +32,7 @@ typedef struct socket_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
     http_client *client;
+    int events; /* what the poll watches */
 } socket_ctx;
 
 static void unlink_request(http_client *client, client_request *req) {
@@ -111,8 +112,9 @@ static int start_timeout(CURLM *multi, long timeout_ms, void *userp) {
     if (timeout_ms < 0) {
         uv_timer_stop(&client->timer);
     } else {
-        if (timeout_ms == 0)
-            timeout_ms = 1; /* never re-enter curl from its own callback */
+        /* 0 runs on the next loop turn (libuv never runs a timer from uv_timer_start), so curl
+         * is not re-entered from its own callback; rounding it up to 1 ms put a millisecond
+         * before every request */
         uv_timer_start(&client->timer, on_timeout, (uint64_t)timeout_ms, 0);
     }
     return 0;
@@ -152,7 +154,11 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, v
         events |= UV_READABLE;
     if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
         events |= UV_WRITABLE;
-    uv_poll_start(&sc->poll, events, on_poll);
+    /* each uv_poll_start drops the fd from epoll and adds it back: only when the mask changes */
+    if (events != sc->events || !uv_is_active((uv_handle_t *)&sc->poll)) {
+        sc->events = events;
+        uv_poll_start(&sc->poll, events, on_poll);
+    }
     return 0;
 }
 

@@ -28,12 +28,42 @@ typedef struct run_entered {
 
 /* ---- errors ---- */
 
+/* "".join(traceback.format_exception(type, value, tb)), or NULL. */
+static char *format_traceback(PyObject *type, PyObject *value, PyObject *tb) {
+    PyObject *mod = PyImport_ImportModule("traceback");
+    PyObject *lines = mod ? PyObject_CallMethod(mod, "format_exception", "OOO", type, value ? value : Py_None,
+                                                tb ? tb : Py_None)
+                          : NULL;
+    PyObject *empty = lines ? PyUnicode_FromString("") : NULL;
+    PyObject *text = empty ? PyUnicode_Join(empty, lines) : NULL;
+    const char *t = text ? PyUnicode_AsUTF8AndSize(text, NULL) : NULL;
+    char *out = t ? strdup(t) : NULL;
+    Py_XDECREF(text);
+    Py_XDECREF(empty);
+    Py_XDECREF(lines);
+    Py_XDECREF(mod);
+    PyErr_Clear();
+    return out;
+}
+
+/* The last exception's str() and traceback, for the failed frame: the queue door's responses
+ * carry them apart from `error` (docs/queue.md). Each slot thread keeps its own. */
+static __thread char *last_exc_message, *last_exc_traceback;
+
+static void forget_last_exception(void) {
+    free(last_exc_message);
+    free(last_exc_traceback);
+    last_exc_message = last_exc_traceback = NULL;
+}
+
 char *worker_format_pyerr(void) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     if (!type)
         return strdup("unknown error");
     PyErr_NormalizeException(&type, &value, &tb);
+    forget_last_exception();
+    last_exc_traceback = format_traceback(type, value, tb);
     buf out;
     buf_init(&out, ERROR_TEXT_MAX);
     PyObject *qn = PyObject_GetAttrString(type, "__qualname__");
@@ -43,6 +73,7 @@ char *worker_format_pyerr(void) {
     const char *ss = str ? PyUnicode_AsUTF8AndSize(str, NULL) : NULL;
     PyErr_Clear();
     buf_printf(&out, "%s: %s", qs ? qs : "Exception", ss ? ss : "");
+    last_exc_message = strdup(ss ? ss : "");
     Py_XDECREF(qn);
     Py_XDECREF(str);
     Py_XDECREF(type);
@@ -273,7 +304,8 @@ static void send_terminal(run_ctx *rc) {
     if (rc->cancelled)
         msg = json_pack("{s:s, s:s}", "type", "cancelled", "id", rc->id);
     else if (rc->failed)
-        msg = json_pack("{s:s, s:s, s:s}", "type", "failed", "id", rc->id, "error", rc->error ? rc->error : "");
+        msg = json_pack("{s:s, s:s, s:s, s:s*, s:s*}", "type", "failed", "id", rc->id, "error",
+                        rc->error ? rc->error : "", "message", last_exc_message, "traceback", last_exc_traceback);
     else if (rc->stream)
         msg = json_pack("{s:s, s:s, s:b}", "type", "done", "id", rc->id, "is_stream", 1);
     else
@@ -303,6 +335,7 @@ void run_prediction(worker *w, wslot *s, json_t *job) {
     };
     run_entered in = {0};
     unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(job, "seq"));
+    forget_last_exception(); /* one left from an earlier run is not this one's */
 
     if (slot_begin(w, s, rc.id, seq)) {
         rc.cancelled = 1;

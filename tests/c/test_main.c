@@ -11,6 +11,9 @@
 #include "ipc/frame.h"
 #include "core/metrics.h"
 #include "core/stats.h"
+#include "queue/redis_url.h"
+
+#include <uv.h>
 
 
 TEST(buf_append_past_cap_fails_and_keeps_content) {
@@ -276,6 +279,23 @@ TEST(stats_exposition_counters_labels_histograms) {
     stats_reset();
 }
 
+TEST(redis_url_forms) {
+    redis_url u;
+    CHECK(redis_url_parse("redis://127.0.0.1:6380/2", &u) == 0);
+    CHECK(!strcmp(u.host, "127.0.0.1") && u.port == 6380 && u.db == 2 && !u.user[0] && !u.password[0]);
+    CHECK(redis_url_parse("redis://cache", &u) == 0 && !strcmp(u.host, "cache") && u.port == 6379 && u.db == 0);
+    CHECK(redis_url_parse("redis://cache/", &u) == 0 && u.db == 0);
+    CHECK(redis_url_parse("redis://:s3cret@cache:7000/1", &u) == 0);
+    CHECK(!u.user[0] && !strcmp(u.password, "s3cret") && u.port == 7000 && u.db == 1);
+    CHECK(redis_url_parse("redis://bob:p@ss@cache", &u) == 0 && !strcmp(u.user, "bob") && !strcmp(u.password, "p@ss"));
+    CHECK(redis_url_parse("http://cache", &u) == UV_EINVAL);
+    CHECK(redis_url_parse("redis://", &u) == UV_EINVAL);
+    CHECK(redis_url_parse("redis://cache:0", &u) == UV_EINVAL);
+    CHECK(redis_url_parse("redis://cache:70000", &u) == UV_EINVAL);
+    CHECK(redis_url_parse("redis://cache/x", &u) == UV_EINVAL);
+    CHECK(redis_url_parse("redis://cache:6379?x", &u) == UV_EINVAL);
+}
+
 static const test_case tests[] = {
     T(buf_append_past_cap_fails_and_keeps_content),
     T(buf_consume_and_printf),
@@ -290,6 +310,7 @@ static const test_case tests[] = {
     T(json_string_adopt_takes_the_buffer),
     T(json_segments_reference_big_strings),
     T(stats_exposition_counters_labels_histograms),
+    T(redis_url_forms),
 };
 
 int main(void) { return run_tests("c-unit", tests, sizeof tests / sizeof tests[0]); }
