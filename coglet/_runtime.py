@@ -226,40 +226,6 @@ class Predictor:
         else:
             self.setup_fn(*args)
 
-    # ---- async predictions ----
-
-    def submit(self, coro, pred_id_var, pred_id, scope_var, scope):
-        """Runs an async prediction on the shared loop; returns the concurrent future."""
-        import asyncio
-
-        async def run():
-            pred_id_var.set(pred_id)
-            scope_var.set(scope)
-            return await coro
-
-        return asyncio.run_coroutine_threadsafe(run(), self.event_loop())
-
-    def submit_stream(self, agen, pred_id_var, pred_id, scope_var, scope):
-        """Runs an async generator on the shared loop, handing each item over as it is
-        yielded (the Rust coglet collects them all first). Returns (future, queue); the
-        queue ends with the sentinel `queue`."""
-        import asyncio
-        import queue
-
-        q = queue.SimpleQueue()
-
-        async def run():
-            pred_id_var.set(pred_id)
-            scope_var.set(scope)
-            try:
-                async for item in agen:
-                    q.put(item)
-            finally:
-                q.put(q)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.event_loop()), q
-
-
     # ---- user healthcheck (docs/worker-protocol.md#health-checks) ----
 
     def run_healthcheck(self):
@@ -288,6 +254,77 @@ class Predictor:
         if result is False:
             return ("unhealthy", "Healthcheck failed: user-defined healthcheck returned False")
         return ("healthy", None)
+
+
+# ---- async predictions (csrc/worker/run_async.c) ----
+#
+# The event loop reads the slot sockets itself; each predict frame becomes a Task running
+# one of these coroutines, in a context that holds the prediction's id and metric scope.
+# `run` is the prediction (a C object): it sends outputs and the terminal message itself.
+
+
+def _in_thread(fn, *args):
+    """fn(*args) on the loop's executor, in a copy of this Task's context (so that logs and
+    metrics stay with the prediction): blocking work stays off the loop."""
+    import asyncio
+    import contextvars
+
+    return asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, fn, *args)
+
+
+def task_starter(loop, runner, pred_id_var, scope_var):
+    """start(run, coro, pred_id, scope) -> the Task of one prediction: runner(run, coro) in a
+    new context holding the prediction's id and metric scope."""
+    import asyncio
+    import contextvars
+
+    Task, Context = asyncio.Task, contextvars.Context
+
+    def set_vars(pred_id, scope):
+        pred_id_var.set(pred_id)
+        scope_var.set(scope)
+
+    def start(run, coro, pred_id, scope):
+        ctx = Context()
+        ctx.run(set_vars, pred_id, scope)
+        if sys.version_info >= (3, 11):
+            return Task(runner(run, coro), loop=loop, context=ctx)
+        return ctx.run(Task, runner(run, coro), loop=loop)
+
+    return start
+
+
+async def run_async(run, coro):
+    if coro is None:  # File/Path inputs: coerced (URLs downloaded) on a thread, then called
+        coro = await _in_thread(run.prepare_and_call)
+        if coro is None:
+            return run.finish(None, None)
+    if run.watch():  # cancelled before it started
+        coro.close()
+        return run.finish(None, None)
+    try:
+        result = await coro
+    except BaseException as e:  # noqa: B902 - CancelledError too: the run tells them apart
+        return run.finish(None, e)
+    gen = run.finish(result, None)
+    if gen is not None:  # a sync generator from an async method: iterated on a thread
+        await _in_thread(run.stream, gen)
+        run.end()
+
+
+async def run_async_generator(run, agen):
+    if agen is None:
+        agen = await _in_thread(run.prepare_and_call)
+        if agen is None:
+            return run.finish(None, None)
+    if run.watch():
+        return run.finish(None, None)
+    try:
+        async for item in agen:
+            run.emit(item)  # sent as it is yielded (the Rust coglet collects them all first)
+    except BaseException as e:  # noqa: B902
+        return run.finish(None, e)
+    run.finish(None, None)
 
 
 # ---- inputs (docs/files.md#inputs) ----

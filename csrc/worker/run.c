@@ -17,15 +17,6 @@
 
 #define ERROR_TEXT_MAX ((size_t)1 << 20)
 
-/* What the prediction entered and must leave: all new references or NULL. */
-typedef struct run_entered {
-    PyObject *context;     /* the request's context dict */
-    PyObject *pid_token;   /* ContextVar tokens (async paths only) */
-    PyObject *scope_token;
-    PyObject *kwargs;
-    PyObject *temps;       /* downloaded inputs, for _runtime.cleanup */
-} run_entered;
-
 /* ---- errors ---- */
 
 char *worker_format_pyerr(void) {
@@ -166,62 +157,43 @@ static int enter_scope(run_ctx *rc, json_t *job, run_entered *in) {
     return 0;
 }
 
-/* Async predictions are told apart by context; a sync one by the process-wide sync slot and
- * scope, so it skips the ContextVar round trips. */
-static int enter_contextvars(run_ctx *rc, run_entered *in) {
+int run_prepare(run_ctx *rc, run_entered *in) {
     worker *w = rc->w;
-    if (!w->path->is_async)
+    if (!w->has_coercions)
         return 0;
-    in->pid_token = PyObject_CallMethod(w->pred_id_var, "set", "s", rc->id);
-    in->scope_token = in->pid_token ? PyObject_CallMethod(sdk_scope_var(w->sdk), "set", "O", rc->scope) : NULL;
-    if (!in->scope_token) {
-        run_fail_pyerr(rc, "Prediction failed: ");
-        return -1;
+    in->temps = PyObject_CallMethod(w->runtime, "prepare_input", "OO", w->pred, in->kwargs);
+    if (in->temps)
+        return 0;
+    if (slot_is_cancelled(w, rc->s)) {
+        PyErr_Clear();
+        rc->cancelled = 1;
+    } else {
+        run_fail_pyerr(rc, "Input validation error: ");
     }
-    return 0;
+    return -1;
 }
 
-/* 0 when the method can be called; else rc says why not. */
-static int enter(run_ctx *rc, json_t *job, run_entered *in) {
+int run_enter(run_ctx *rc, json_t *job, run_entered *in) {
     worker *w = rc->w;
+    unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(job, "seq"));
+    if (slot_begin(w, rc->s, rc->id, seq)) {
+        rc->cancelled = 1;
+        return -1;
+    }
     if (w->training_unsupported) {
         run_fail(rc, "Training not supported by this predictor");
         return -1;
     }
-    if (enter_scope(rc, job, in) < 0 || enter_contextvars(rc, in) < 0)
+    if (enter_scope(rc, job, in) < 0)
         return -1;
     in->kwargs = read_input(rc, job);
-    if (!in->kwargs)
-        return -1;
-    if (w->has_coercions) {
-        in->temps = PyObject_CallMethod(w->runtime, "prepare_input", "OO", w->pred, in->kwargs);
-        if (!in->temps) {
-            if (slot_is_cancelled(w, rc->s)) {
-                PyErr_Clear();
-                rc->cancelled = 1;
-            } else {
-                run_fail_pyerr(rc, "Input validation error: ");
-            }
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void reset_contextvar(PyObject *var, PyObject *token) {
-    if (!token)
-        return;
-    PyObject *r = PyObject_CallMethod(var, "reset", "O", token);
-    Py_XDECREF(r);
-    Py_DECREF(token);
+    return in->kwargs ? 0 : -1;
 }
 
 static void leave(run_ctx *rc, run_entered *in) {
     worker *w = rc->w;
     if (!rc->cancelled && rc->failed && slot_is_cancelled(w, rc->s))
         rc->cancelled = 1; /* whatever failed, it failed because we cancelled it */
-    reset_contextvar(sdk_scope_var(w->sdk), in->scope_token);
-    reset_contextvar(w->pred_id_var, in->pid_token);
     PyErr_Clear();
     if (rc->scope) {
         sdk_scope_deactivate(w->sdk, rc->scope);
@@ -231,12 +203,12 @@ static void leave(run_ctx *rc, run_entered *in) {
     if (in->temps) {
         PyObject *r = PyObject_CallMethod(w->runtime, "cleanup", "O", in->temps);
         Py_XDECREF(r);
-        Py_DECREF(in->temps);
+        Py_CLEAR(in->temps);
         PyErr_Clear();
     }
     Py_CLEAR(rc->result);
-    Py_XDECREF(in->kwargs);
-    Py_XDECREF(in->context);
+    Py_CLEAR(in->kwargs);
+    Py_CLEAR(in->context);
 }
 
 /* ---- the result ---- */
@@ -248,7 +220,7 @@ void run_stream_generator(run_ctx *rc, PyObject *generator) {
 
 /* A list or tuple goes out item by item (a stream); any other value but None is the final
  * value. */
-static void deliver(run_ctx *rc) {
+void run_deliver(run_ctx *rc) {
     PyObject *result = rc->result;
     if (!result || result == Py_None)
         return;
@@ -292,31 +264,38 @@ static void send_terminal(run_ctx *rc) {
         worker_poison_slot(rc->w, rc->s, "Socket write error: cannot write to slot socket", 1);
 }
 
-void run_prediction(worker *w, wslot *s, json_t *job) {
+void run_init(run_ctx *rc, worker *w, wslot *s, json_t *job) {
     const char *id = json_string_value(json_object_get(job, "id"));
     const char *output_dir = json_string_value(json_object_get(job, "output_dir"));
-    run_ctx rc = {
-        .w = w,
-        .s = s,
-        .id = id ? id : "",
-        .output_dir = output_dir ? output_dir : "/tmp/coglet/outputs",
-    };
-    run_entered in = {0};
-    unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(job, "seq"));
+    memset(rc, 0, sizeof *rc);
+    rc->w = w;
+    rc->s = s;
+    rc->id = id ? id : "";
+    rc->output_dir = output_dir ? output_dir : "/tmp/coglet/outputs";
+}
 
-    if (slot_begin(w, s, rc.id, seq)) {
-        rc.cancelled = 1;
-    } else if (enter(&rc, job, &in) == 0) {
+void run_finish(run_ctx *rc, run_entered *in) {
+    leave(rc, in);
+    slot_end(rc->w, rc->s);
+    if (!rc->w->path->is_async) {
+        /* a cancel that raced the end must not fire in the next prediction */
+        PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
+        PyErr_Clear();
+    }
+    send_terminal(rc);
+    free(rc->final_text);
+    free(rc->error);
+    rc->final_text = rc->error = NULL;
+}
+
+void run_prediction(worker *w, wslot *s, json_t *job) {
+    run_ctx rc;
+    run_entered in = {0};
+    run_init(&rc, w, s, job);
+    if (run_enter(&rc, job, &in) == 0 && run_prepare(&rc, &in) == 0) {
         w->path->call(&rc, in.kwargs);
         if (!rc.cancelled && !rc.failed)
-            deliver(&rc);
+            run_deliver(&rc);
     }
-    leave(&rc, &in);
-    slot_end(w, s);
-    /* a cancel that raced the end must not fire in the next prediction */
-    PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
-    PyErr_Clear();
-    send_terminal(&rc);
-    free(rc.final_text);
-    free(rc.error);
+    run_finish(&rc, &in);
 }

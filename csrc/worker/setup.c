@@ -152,6 +152,8 @@ int setup_predictor(worker *w, const char *ref) {
     if (!r)
         return setup_failed(w, "setup failed");
     Py_DECREF(r);
+    if (w->path->is_async && async_init(w) < 0)
+        return setup_failed(w, "setup failed");
     return 0;
 }
 

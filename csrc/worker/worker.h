@@ -30,7 +30,8 @@ typedef struct wslot {
     int running;
     int cancelled;
     unsigned long thread_ident;
-    PyObject *future; /* an async prediction's concurrent future (GIL) */
+    PyObject *future; /* an async prediction's Task, once it runs: what a cancel cancels (GIL) */
+    PyObject *reader; /* async: the loop's reader callback for fd (GIL) */
 } wslot;
 
 typedef struct run_path run_path;
@@ -61,7 +62,22 @@ struct worker {
     PyObject *generator_type;
     PyObject *pathlike_type, *iobase_type; /* file outputs */
     PyObject *no_args;                     /* () */
+    /* async predictors: the event loop that reads the slot sockets and runs the predictions */
+    PyObject *loop;
+    PyObject *start_task;  /* _runtime.task_starter(...): (run, coro, id, scope) -> Task */
+    PyObject *arun_type;   /* the per-prediction object (worker/run_async.c) */
+    char *loop_chunk;      /* the loop thread's read buffer */
+    int loop_readers;      /* slots the loop still reads (GIL) */
+    int loop_detached;     /* the loop dropped every reader (lock) */
+    pthread_cond_t loop_cond;
 };
+
+/* What a prediction entered and must leave: all new references or NULL. */
+typedef struct run_entered {
+    PyObject *context; /* the request's context dict */
+    PyObject *kwargs;
+    PyObject *temps; /* downloaded inputs, for _runtime.cleanup */
+} run_entered;
 
 /* One prediction on one slot thread, from its predict frame to its terminal message. */
 typedef struct run_ctx {
@@ -85,12 +101,17 @@ typedef struct run_ctx {
  * worker/run_async.c). */
 struct run_path {
     const char *name;
-    /* Predictions are told apart by context (ContextVars), cancelled through their future,
-     * and may run several at once. */
+    /* Predictions run as Tasks on the event loop, which reads the slot sockets itself; they
+     * are told apart by context (ContextVars), cancelled through their Task, and may run
+     * several at once. */
     int is_async;
-    /* Calls the method with kwargs and runs it to its end: leaves rc->result to deliver, or
-     * streams its items (rc->stream), or sets rc->failed / rc->cancelled. */
+    /* sync: calls the method with kwargs and runs it to its end: leaves rc->result to deliver,
+     * or streams its items (rc->stream), or sets rc->failed / rc->cancelled. */
     void (*call)(run_ctx *rc, PyObject *kwargs);
+    /* async: the _runtime coroutine function that drives one prediction's Task; whether the
+     * method is an async generator */
+    const char *runner;
+    int is_generator;
 };
 extern const run_path run_path_sync, run_path_async, run_path_async_generator;
 
@@ -105,17 +126,42 @@ void worker_log(worker *w, const char *level, const char *message, int have_gil)
 void worker_poison_slot(worker *w, wslot *s, const char *error, int have_gil);
 
 /* worker/slot.c */
-void *slot_thread_main(void *arg);
+/* Reads slot s and runs the predictions that arrive, until EOF, a broken frame or quit.
+ * Called without the GIL; *ts is the calling thread's saved state. */
+void slot_serve(wslot *s, PyThreadState **ts);
+void *slot_thread_main(void *arg); /* slot_serve on a thread of its own */
 /* Marks s running dispatch seq of prediction id; 1 when a cancel for it came first. */
 int slot_begin(worker *w, wslot *s, const char *id, unsigned long long seq);
 void slot_end(worker *w, wslot *s);
 int slot_is_cancelled(worker *w, wslot *s);
-/* Where a cancel finds an async prediction's future (borrowed; NULL clears). 1 when the
- * prediction was cancelled already: the caller cancels the future itself. */
+/* Where a cancel finds an async prediction's Task (borrowed; NULL clears). 1 when the
+ * prediction was cancelled already. */
 int slot_set_future(worker *w, wslot *s, PyObject *future);
 
+/* worker/run_async.c */
+/* The loop's side of the worker: the per-prediction type and the runner. 0, or -1 with an
+ * exception. */
+int async_init(worker *w);
+/* With the GIL: the loop starts reading every slot socket (soon, on its thread). 0 or -1. */
+int async_attach(worker *w);
+/* From the main thread without the GIL: the loop stops reading (and so stops touching w)
+ * before w goes away; waits up to `seconds`. 0, or -1 when the loop did not answer. */
+int async_detach(worker *w, double seconds);
+
 /* worker/run.c */
+/* One sync prediction, from the predict frame to its terminal message, on this thread. */
 void run_prediction(worker *w, wslot *s, json_t *job);
+/* The pieces, for the async path, where one prediction spans several loop callbacks. */
+void run_init(run_ctx *rc, worker *w, wslot *s, json_t *job); /* rc borrows strings from job */
+/* Marks the slot busy (a cancel that came first: rc cancelled), the scope, the input. 0 when
+ * the method can be called, else -1 with rc saying why not. */
+int run_enter(run_ctx *rc, json_t *job, run_entered *in);
+/* File/Path/Secret coercion and downloads (may block); 0, or -1 with rc failed or cancelled. */
+int run_prepare(run_ctx *rc, run_entered *in);
+/* Sends rc->result: item by item for a list or tuple, else as the final value. */
+void run_deliver(run_ctx *rc);
+/* Leaves the contexts, marks the slot idle, then sends done/failed/cancelled. */
+void run_finish(run_ctx *rc, run_entered *in);
 /* A generator (from a sync or an async method): each item sent as it is yielded. */
 void run_stream_generator(run_ctx *rc, PyObject *generator);
 /* Fails the prediction with prefix + the pending exception (cleared). */
