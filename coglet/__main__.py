@@ -6,12 +6,13 @@ Serves a predictor, or prints the OpenAPI schema it would serve. REF is
 --train, `train:`) entry of ./cog.yaml is used.
 """
 
-import argparse
 import os
-import re
 import sys
 
 import coglet
+
+# argparse (and re, enum) cost ~5 ms of start-up; the usual command lines are read without
+# them, anything else (--help, --version, abbreviations, errors) goes through argparse.
 
 
 def _ref_from_cog_yaml(key, path="cog.yaml"):
@@ -27,11 +28,14 @@ def _ref_from_cog_yaml(key, path="cog.yaml"):
         value = data.get(key) if isinstance(data, dict) else None
         return str(value) if value else None
     except ImportError:
+        import re
+
         m = re.search(r"^%s:\s*['\"]?([^'\"\n#]+?)['\"]?\s*(#.*)?$" % key, text, re.MULTILINE)
         return m.group(1).strip() if m else None
 
 
 def schema_main(argv):
+    import argparse
     import json
 
     parser = argparse.ArgumentParser(
@@ -61,10 +65,57 @@ def schema_main(argv):
     return 0
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "schema":
-        return schema_main(argv[1:])
+_VALUE_OPTIONS = {"--host": "host", "--port": "port", "--upload-url": "upload_url"}
+_FLAG_OPTIONS = {"--await-explicit-shutdown": "await_explicit_shutdown", "--train": "train"}
+
+
+def _quick_args(argv):
+    """The arguments as argparse would read them, for command lines made only of REF and the
+    exact long options; None for anything else."""
+    out = {"ref": None, "host": "0.0.0.0", "port": None, "upload_url": None, "await_explicit_shutdown": False,
+           "train": False}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, value = a.partition("=")
+        if name in _VALUE_OPTIONS:
+            if not eq:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                    return None
+                i += 1
+                value = argv[i]
+            out[_VALUE_OPTIONS[name]] = value
+        elif a in _FLAG_OPTIONS:
+            out[_FLAG_OPTIONS[a]] = True
+        elif a.startswith("-") or out["ref"] is not None:
+            return None
+        else:
+            out["ref"] = a
+        i += 1
+    try:
+        out["port"] = int(out["port"] if out["port"] is not None else os.environ.get("PORT", "5000"))
+    except ValueError:
+        return None
+    return out
+
+
+class _Args:
+    def __init__(self, d):
+        self.__dict__.update(d)
+
+
+def _parse(argv):
+    """(args, parser or None)."""
+    quick = _quick_args(argv)
+    if quick is not None:
+        return _Args(quick), None
+    parser = _parser()
+    return parser.parse_args(argv), parser
+
+
+def _parser():
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="python -m coglet",
         description="Serve a Cog predictor over HTTP (coglet %s)." % coglet.__version__,
@@ -85,14 +136,20 @@ def main(argv=None):
     parser.add_argument("--train", action="store_true", help="train mode: every request runs train()")
     parser.add_argument("--upload-url", default=None, help="PUT file outputs to this URL prefix")
     parser.add_argument("--version", action="version", version="coglet %s" % coglet.__version__)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "schema":
+        return schema_main(argv[1:])
+    args, parser = _parse(argv)
     ref = args.ref
     if ref is None:
         key = "train" if args.train else "predict"
         ref = _ref_from_cog_yaml(key)
         if ref is None:
-            parser.error("no REF given and no %r entry in ./cog.yaml" % key)
+            (parser or _parser()).error("no REF given and no %r entry in ./cog.yaml" % key)
     coglet.server.serve(
         predictor_ref=ref,
         host=args.host,

@@ -32,6 +32,7 @@ int core_start(core *c, uv_loop_t *loop, const core_config *cfg) {
     c->setup_status = "starting";
     orchestrator_config oc = {
         .python = cfg->python,
+        .forker = cfg->forker,
         .predictor_ref = cfg->predictor_ref,
         .num_slots = cfg->max_concurrency,
         .is_train = cfg->is_train,
