@@ -230,8 +230,10 @@ def plot_model(doc, out):
     if "goal_limit_ms" in e:
         ax.axhline(e["goal_limit_ms"], color="k", lw=1, ls=":", label="goal: in-process p50 × 1.05 + 0.5 ms")
         ax.legend(fontsize=8)
-    ax.set_title("all-MiniLM-L6-v2 embedding of one sentence (PyTorch, CPU), 60 sequential requests")
-    finish(fig, doc, os.path.join(out, "model.png"))
+    pinned = doc["meta"].get("model_pinned")
+    ax.set_title("all-MiniLM-L6-v2 embedding of one sentence (PyTorch, CPU), 60 sequential requests\n"
+                 + ("servers pinned to one CPU (torch: 1 thread)" if pinned else "servers on every CPU"), fontsize=10)
+    finish(fig, doc, os.path.join(out, "model-pinned.png" if pinned else "model.png"))
 
 
 def main():

@@ -1331,7 +1331,8 @@ def main():
     args = ap.parse_args()
     if args.out is None:
         only_model = bool(args.only) and [g.strip() for g in args.only.split(",")] == ["model"]
-        args.out = os.path.join(RESULTS, "model.json" if only_model else "latest.json")
+        args.out = os.path.join(RESULTS, ("model-pinned.json" if args.model_pin else "model.json") if only_model
+                                else "latest.json")
     if args.render:
         with open(args.out) as f:
             doc = json.load(f)
@@ -1343,7 +1344,7 @@ def main():
         if args.no_docs:
             pass
         elif m.get("mode") == "full" and m.get("scenarios_run") == ["model"]:
-            update_docs(doc, table, "model-table")
+            update_docs(doc, table, "model-table-pinned" if m.get("model_pinned") else "model-table")
         elif m.get("mode") != "full" or sorted(m.get("scenarios_run", [])) != sorted(GROUPS):
             log("not a full run of every scenario: docs/benchmarks.md left alone")
         else:
@@ -1466,6 +1467,7 @@ def main():
             "scenarios_run": groups,
             "machine": machine_info(),
             "server_cpus": sorted(ctx.server_cpus) if ctx.server_cpus else None,
+            "model_pinned": ctx.model_pinned,
             "load_cpus": sorted(ctx.load_cpus) if ctx.load_cpus else None,
             "cores_note": ("servers (parent + worker) pinned to CPU %s, wrk and the Python clients to CPU %s"
                            % (sorted(ctx.server_cpus), sorted(ctx.load_cpus))) if ctx.server_cpus else
@@ -1511,7 +1513,7 @@ def main():
     if not args.quick and not args.only and not args.no_docs:
         update_docs(doc, table)
     elif not args.quick and groups == ["model"] and not args.no_docs:
-        update_docs(doc, table, "model-table")
+        update_docs(doc, table, "model-table-pinned" if args.model_pin else "model-table")
     return 0
 
 

@@ -234,7 +234,9 @@ void run_deliver(run_ctx *rc) {
         run_fail_pyerr(rc, "Prediction failed: Failed to process output item: ");
         return;
     }
-    outputs_stream(rc, it, "Prediction failed: Failed to process output item: ");
+    /* every item is there already: they go out in output_items frames with the terminal
+     * message, in one write (a list of 384 floats was 384 frames, writes and wake-ups) */
+    outputs_items(rc, it);
     Py_DECREF(it);
 }
 
@@ -256,7 +258,7 @@ static void send_terminal(run_ctx *rc) {
         size_t flen;
         char *frame = msg ? frame_encode_with_raw(msg, "output", rc->final_text, rc->final_len, &flen) : NULL;
         json_decref(msg);
-        sent = frame ? worker_send_raw(rc->s->fd, &rc->s->write_lock, frame, flen, 1) : -EMSGSIZE;
+        sent = frame ? worker_send_slot_raw(rc->s, frame, flen, 1) : -EMSGSIZE;
     } else {
         sent = worker_send_slot(rc->s, msg, 1);
     }

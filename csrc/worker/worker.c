@@ -20,6 +20,7 @@ static void worker_free(worker *w) {
         wslot *s = &w->slots[i];
         free(s->current_id);
         frame_decoder_free(&s->dec);
+        buf_free(&s->batch);
         pthread_mutex_destroy(&s->write_lock);
     }
     free(w->slots);
@@ -126,6 +127,7 @@ static int init_slots(worker *w, json_t *init) {
         s->index = i;
         s->fd = (int)first_fd + i;
         pthread_mutex_init(&s->write_lock, NULL);
+        buf_init(&s->batch, (size_t)1 << 20);
         frame_decoder_init(&s->dec);
         w->num_slots = i + 1; /* what worker_free cleans up */
         int rc = ids_uuid4(s->id);

@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <pthread.h>
 
+#include "common/buf.h"
 #include "ipc/frame.h"
 
 typedef struct worker worker;
@@ -17,7 +18,8 @@ typedef struct wslot {
     int index;
     int fd;
     char id[37];                /* uuid the parent knows the slot by */
-    pthread_mutex_t write_lock; /* one frame at a time on the socket */
+    pthread_mutex_t write_lock; /* one frame at a time on the socket; guards batch */
+    buf batch;                  /* frames held back to go out in one write (worker/send.c) */
     frame_decoder dec;
     pthread_t thread;
     int thread_started;
@@ -121,6 +123,12 @@ int worker_send_raw(int fd, pthread_mutex_t *lock, char *frame, size_t len, int 
 int worker_send_frame(int fd, pthread_mutex_t *lock, const json_t *msg, int have_gil);    /* msg kept */
 int worker_send_control(worker *w, json_t *msg, int have_gil);
 int worker_send_slot(wslot *s, json_t *msg, int have_gil);
+/* A frame (taken) on a slot: whatever the slot holds back goes first, in the same write. */
+int worker_send_slot_raw(wslot *s, char *frame, size_t len, int have_gil);
+/* A frame (taken) held back, to go out with the slot's next frame (the items of a returned
+ * list: one write with the terminal message instead of one per item); sent at once when
+ * the held-back frames would pass 256 KiB. */
+int worker_hold_slot_raw(wslot *s, char *frame, size_t len, int have_gil);
 void worker_log(worker *w, const char *level, const char *message, int have_gil);
 /* Cannot reach the parent on this slot (or it sent garbage): the slot is done for. */
 void worker_poison_slot(worker *w, wslot *s, const char *error, int have_gil);
@@ -179,6 +187,10 @@ char *worker_format_pyerr(void);
 int outputs_send(run_ctx *rc, PyObject *item, int final);
 /* Sends each item of iterator `it` as it comes; iteration errors fail with prefix. 0 or -1. */
 int outputs_stream(run_ctx *rc, PyObject *it, const char *prefix);
+/* The items of a returned list or tuple (all there already): runs of inline items as one
+ * output_items frame each, held back to go out with the terminal message; file outputs and
+ * spills in their place. 0 or -1 with rc failed. */
+int outputs_items(run_ctx *rc, PyObject *it);
 /* The final value: JSON text kept in rc->final_text for done, or sent first as a file output
  * or a spill. */
 void outputs_final(run_ctx *rc, PyObject *value);
