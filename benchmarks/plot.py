@@ -241,7 +241,9 @@ def main():
     with open(path) as f:
         doc = json.load(f)
     os.makedirs(out, exist_ok=True)
-    for fn in (plot_speedup, plot_latency, plot_startup, plot_rss, plot_payloads, plot_model):
+    model_only = doc["meta"].get("scenarios_run") == ["model"]  # results/model*.json: its own plot only
+    fns = (plot_model,) if model_only else (plot_speedup, plot_latency, plot_startup, plot_rss, plot_payloads)
+    for fn in fns:
         try:
             fn(doc, out)
         except Exception as e:  # noqa: BLE001 - one bad plot must not lose the others

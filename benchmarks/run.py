@@ -1470,7 +1470,8 @@ def main():
             "model_pinned": ctx.model_pinned,
             "load_cpus": sorted(ctx.load_cpus) if ctx.load_cpus else None,
             "cores_note": ("servers (parent + worker) pinned to CPU %s, wrk and the Python clients to CPU %s"
-                           % (sorted(ctx.server_cpus), sorted(ctx.load_cpus))) if ctx.server_cpus else
+                           % (sorted(ctx.server_cpus), sorted(ctx.load_cpus))) if ctx.server_cpus and
+                          (groups != ["model"] or ctx.model_pinned) else
                           "not pinned: servers and load generator share all CPUs",
             "launcher": "python -m cog.server.http --host 127.0.0.1 (cog 0.23.1), venv bin first on PATH",
             "versions": ctx.versions,
