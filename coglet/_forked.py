@@ -90,9 +90,9 @@ class _Hidden:
 
     def exec_module(self, module):
         # module_from_spec replaced __spec__ with ours: the module's own comes back
-        original = self.modules.pop(module.__name__, None)
-        if original is module:
-            module.__spec__ = self._specs.get(module.__name__, module.__spec__)
+        name = module.__spec__.name
+        if self.modules.pop(name, None) is module:
+            module.__spec__ = self._specs.get(name)
 
 
 def _hide_third_party():

@@ -14,7 +14,7 @@
 typedef struct worker worker;
 
 typedef struct wslot {
-    worker *w; /* the worker it belongs to (slot threads get only the slot) */
+    worker *w; /* the worker it belongs to (readers and callbacks get only the slot) */
     int index;
     int fd;
     char id[37];                /* uuid the parent knows the slot by */
@@ -81,7 +81,8 @@ typedef struct run_entered {
     PyObject *temps; /* downloaded inputs, for _runtime.cleanup */
 } run_entered;
 
-/* One prediction on one slot thread, from its predict frame to its terminal message. */
+/* One prediction, from its predict frame to its terminal message (on the thread that read
+ * the frame for sync; across the Task's steps for async: worker/run_async.c). */
 typedef struct run_ctx {
     worker *w;
     wslot *s;
