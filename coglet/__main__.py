@@ -9,12 +9,13 @@ docs/queue.md), or prints the OpenAPI schema it would serve. REF is
 --train, `train:`) entry of ./cog.yaml is used.
 """
 
-import argparse
 import os
-import re
 import sys
 
 import coglet
+
+# argparse (and re, enum) cost ~5 ms of start-up; the usual command lines are read without
+# them, anything else (--help, --version, abbreviations, errors) goes through argparse.
 
 
 def _ref_from_cog_yaml(key, path="cog.yaml"):
@@ -30,11 +31,14 @@ def _ref_from_cog_yaml(key, path="cog.yaml"):
         value = data.get(key) if isinstance(data, dict) else None
         return str(value) if value else None
     except ImportError:
+        import re
+
         m = re.search(r"^%s:\s*['\"]?([^'\"\n#]+?)['\"]?\s*(#.*)?$" % key, text, re.MULTILINE)
         return m.group(1).strip() if m else None
 
 
 def schema_main(argv):
+    import argparse
     import json
 
     parser = argparse.ArgumentParser(
@@ -64,10 +68,59 @@ def schema_main(argv):
     return 0
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "schema":
-        return schema_main(argv[1:])
+_VALUE_OPTIONS = {"--host": "host", "--port": "port", "--upload-url": "upload_url"}
+_FLAG_OPTIONS = {"--await-explicit-shutdown": "await_explicit_shutdown", "--train": "train"}
+
+
+def _quick_args(argv):
+    """The arguments as argparse would read them, for command lines made only of REF and the
+    exact long options; None for anything else."""
+    out = {"ref": None, "host": "0.0.0.0", "port": None, "upload_url": None, "await_explicit_shutdown": False,
+           "train": False, "redis_url": None, "input_queue": None, "consumer_id": None, "predict_timeout": None,
+           "report_setup_run_url": None, "max_failure_count": None}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, value = a.partition("=")
+        if name in _VALUE_OPTIONS:
+            if not eq:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                    return None
+                i += 1
+                value = argv[i]
+            out[_VALUE_OPTIONS[name]] = value
+        elif a in _FLAG_OPTIONS:
+            out[_FLAG_OPTIONS[a]] = True
+        elif a.startswith("-") or out["ref"] is not None:
+            return None
+        else:
+            out["ref"] = a
+        i += 1
+    try:
+        port = out["port"] if out["port"] is not None else os.environ.get("PORT") or None
+        out["port"] = int(port) if port is not None else None
+    except ValueError:
+        return None
+    return out
+
+
+class _Args:
+    def __init__(self, d):
+        self.__dict__.update(d)
+
+
+def _parse(argv):
+    """(args, parser or None)."""
+    quick = _quick_args(argv)
+    if quick is not None:
+        return _Args(quick), None
+    parser = _parser()
+    return parser.parse_args(argv), parser
+
+
+def _parser():
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="python -m coglet",
         description="Serve a Cog predictor over HTTP (coglet %s)." % coglet.__version__,
@@ -100,16 +153,22 @@ def main(argv=None):
         "--max-failure-count", type=int, default=None, help="exit after more than N failed predictions in a row"
     )
     parser.add_argument("--version", action="version", version="coglet %s" % coglet.__version__)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "schema":
+        return schema_main(argv[1:])
+    args, parser = _parse(argv)
     ref = args.ref
     if ref is None:
         key = "train" if args.train else "predict"
         ref = _ref_from_cog_yaml(key)
         if ref is None:
-            parser.error("no REF given and no %r entry in ./cog.yaml" % key)
+            (parser or _parser()).error("no REF given and no %r entry in ./cog.yaml" % key)
     kwargs = {}
-    if args.redis_url:
+    if args.redis_url:  # only argparse reads the queue flags, so parser is set
         if not args.input_queue or not args.consumer_id:
             parser.error("--redis-url needs --input-queue and --consumer-id")
         kwargs = dict(
@@ -123,7 +182,7 @@ def main(argv=None):
         if args.max_failure_count is not None:
             kwargs["max_failure_count"] = args.max_failure_count
     elif args.input_queue or args.consumer_id or args.report_setup_run_url:
-        parser.error("--input-queue, --consumer-id and --report-setup-run-url need --redis-url")
+        (parser or _parser()).error("--input-queue, --consumer-id and --report-setup-run-url need --redis-url")
     port = args.port
     if port is None and not args.redis_url:
         port = 5000

@@ -6,31 +6,62 @@ the cog SDK when it is installed, else the same rules without it), setup, input 
 for File/Path/Secret fields, and encoding of objects that are not plain JSON values.
 """
 
-import inspect
 import io
-import json
 import os
 import sys
 import threading
 import types
 
-# base64, dataclasses, enum, mimetypes, queue, shutil, tempfile and typing are imported
-# where they are used: together they are a third of this module's import time, and most
-# predictions never need them (worker start-up is part of time-to-READY).
+# base64, dataclasses, enum, inspect, json, mimetypes, shutil, tempfile and typing are
+# imported where they are used: inspect and json alone cost ~6 ms (ast, dis, tokenize, re),
+# most predictors never need them here, and worker start-up is part of time-to-READY.
 
 from coglet import CancelationException
 
 SYNC, ASYNC, GENERATOR, ASYNC_GENERATOR = "sync", "async", "generator", "async_generator"
 
 
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+
+
+def _code_flags(fn):
+    """co_flags of a plain function (through bound methods and functools.partial), as
+    inspect reads them; None for anything else."""
+    import functools
+
+    while True:
+        if isinstance(fn, types.MethodType):
+            fn = fn.__func__
+        elif isinstance(fn, functools.partial):
+            fn = fn.func
+        else:
+            break
+    return fn.__code__.co_flags if isinstance(fn, types.FunctionType) else None
+
+
 def _kind(fn):
-    if inspect.isasyncgenfunction(fn):
+    flags = None if "inspect" in sys.modules else _code_flags(fn)
+    if flags is None:  # inspect is loaded (cog imports it), or not a plain function
+        import inspect
+
+        if inspect.isasyncgenfunction(fn):
+            return ASYNC_GENERATOR
+        if inspect.iscoroutinefunction(fn):
+            return ASYNC
+        if inspect.isgeneratorfunction(fn):
+            return GENERATOR
+        return SYNC
+    if flags & _CO_ASYNC_GENERATOR:
         return ASYNC_GENERATOR
-    if inspect.iscoroutinefunction(fn):
+    if flags & _CO_COROUTINE:
         return ASYNC
-    if inspect.isgeneratorfunction(fn):
+    if flags & _CO_GENERATOR:
         return GENERATOR
     return SYNC
+
+
+def _is_coroutine_function(fn):
+    return _kind(fn) == ASYNC
 
 
 def pyerr(exc):
@@ -59,7 +90,7 @@ def _user_method_owner(cls, name):
             stop = {cp.BaseRunner, cp.BasePredictor, object}
         except Exception:
             pass
-    for owner in inspect.getmro(cls):
+    for owner in cls.__mro__:
         if owner in stop:
             break
         if callable(owner.__dict__.get(name)):
@@ -82,7 +113,7 @@ def _load_without_cog(ref):
         # cog.predictor.load_predictor_from_ref's choice: a valid Runner, else Predictor
         runner = getattr(module, "Runner", None)
         runner_error = None
-        if inspect.isclass(runner):
+        if isinstance(runner, type):
             try:
                 _check_runner_class(runner, "Runner")
             except ValueError as e:
@@ -98,7 +129,7 @@ def _load_without_cog(ref):
         else:
             raise AttributeError("module %r has no Runner or Predictor" % module_name)
     obj = getattr(module, name)
-    if inspect.isclass(obj):
+    if isinstance(obj, type):
         _check_runner_class(obj, name)
         return obj()
     return obj
@@ -153,7 +184,7 @@ class Predictor:
         ref = _resolve_ref(ref)
         # the same rules as cog.predictor.load_predictor_from_ref, without importing cog
         self.instance = _load_without_cog(ref)
-        self.is_function = inspect.isfunction(self.instance)
+        self.is_function = isinstance(self.instance, types.FunctionType)
         if self.is_function:
             method, self.method_name = self.instance, "standalone function"
         else:
@@ -215,50 +246,18 @@ class Predictor:
             if has_setup_weights(self.instance):
                 args = (extract_setup_weights(self.instance),)
         except ImportError:
+            import inspect
+
             params = inspect.signature(self.setup_fn).parameters
             if "weights" in params:
                 args = (os.environ.get("COG_WEIGHTS"),)
-        if inspect.iscoroutinefunction(self.setup_fn):
+        if _is_coroutine_function(self.setup_fn):
             import asyncio
 
             fut = asyncio.run_coroutine_threadsafe(self.setup_fn(*args), self.event_loop())
             fut.result()
         else:
             self.setup_fn(*args)
-
-    # ---- async predictions ----
-
-    def submit(self, coro, pred_id_var, pred_id, scope_var, scope):
-        """Runs an async prediction on the shared loop; returns the concurrent future."""
-        import asyncio
-
-        async def run():
-            pred_id_var.set(pred_id)
-            scope_var.set(scope)
-            return await coro
-
-        return asyncio.run_coroutine_threadsafe(run(), self.event_loop())
-
-    def submit_stream(self, agen, pred_id_var, pred_id, scope_var, scope):
-        """Runs an async generator on the shared loop, handing each item over as it is
-        yielded (the Rust coglet collects them all first). Returns (future, queue); the
-        queue ends with the sentinel `queue`."""
-        import asyncio
-        import queue
-
-        q = queue.SimpleQueue()
-
-        async def run():
-            pred_id_var.set(pred_id)
-            scope_var.set(scope)
-            try:
-                async for item in agen:
-                    q.put(item)
-            finally:
-                q.put(q)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.event_loop()), q
-
 
     # ---- user healthcheck (docs/worker-protocol.md#health-checks) ----
 
@@ -273,7 +272,7 @@ class Predictor:
 
         timed_out = "Healthcheck failed: user-defined healthcheck timed out after 5.0 seconds"
         try:
-            if inspect.iscoroutinefunction(hc):
+            if _is_coroutine_function(hc):
                 fut = asyncio.run_coroutine_threadsafe(asyncio.wait_for(hc(), 5.0), self.event_loop())
                 result = fut.result(6.0)
             else:
@@ -288,6 +287,77 @@ class Predictor:
         if result is False:
             return ("unhealthy", "Healthcheck failed: user-defined healthcheck returned False")
         return ("healthy", None)
+
+
+# ---- async predictions (csrc/worker/run_async.c) ----
+#
+# The event loop reads the slot sockets itself; each predict frame becomes a Task running
+# one of these coroutines, in a context that holds the prediction's id and metric scope.
+# `run` is the prediction (a C object): it sends outputs and the terminal message itself.
+
+
+def _in_thread(fn, *args):
+    """fn(*args) on the loop's executor, in a copy of this Task's context (so that logs and
+    metrics stay with the prediction): blocking work stays off the loop."""
+    import asyncio
+    import contextvars
+
+    return asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, fn, *args)
+
+
+def task_starter(loop, runner, pred_id_var, scope_var):
+    """start(run, coro, pred_id, scope) -> the Task of one prediction: runner(run, coro) in a
+    new context holding the prediction's id and metric scope."""
+    import asyncio
+    import contextvars
+
+    Task, Context = asyncio.Task, contextvars.Context
+
+    def set_vars(pred_id, scope):
+        pred_id_var.set(pred_id)
+        scope_var.set(scope)
+
+    def start(run, coro, pred_id, scope):
+        ctx = Context()
+        ctx.run(set_vars, pred_id, scope)
+        if sys.version_info >= (3, 11):
+            return Task(runner(run, coro), loop=loop, context=ctx)
+        return ctx.run(Task, runner(run, coro), loop=loop)
+
+    return start
+
+
+async def run_async(run, coro):
+    if coro is None:  # File/Path inputs: coerced (URLs downloaded) on a thread, then called
+        coro = await _in_thread(run.prepare_and_call)
+        if coro is None:
+            return run.finish(None, None)
+    if run.watch():  # cancelled before it started
+        coro.close()
+        return run.finish(None, None)
+    try:
+        result = await coro
+    except BaseException as e:  # noqa: B902 - CancelledError too: the run tells them apart
+        return run.finish(None, e)
+    gen = run.finish(result, None)
+    if gen is not None:  # a sync generator from an async method: iterated on a thread
+        await _in_thread(run.stream, gen)
+        run.end()
+
+
+async def run_async_generator(run, agen):
+    if agen is None:
+        agen = await _in_thread(run.prepare_and_call)
+        if agen is None:
+            return run.finish(None, None)
+    if run.watch():
+        return run.finish(None, None)
+    try:
+        async for item in agen:
+            run.emit(item)  # sent as it is yielded (the Rust coglet collects them all first)
+    except BaseException as e:  # noqa: B902
+        return run.finish(None, e)
+    run.finish(None, None)
 
 
 # ---- inputs (docs/files.md#inputs) ----
@@ -493,7 +563,7 @@ def encode_other(obj):
         return d()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
-    if isinstance(obj, (set, frozenset)) or inspect.isgenerator(obj):
+    if isinstance(obj, (set, frozenset, types.GeneratorType)):
         return list(obj)
     if isinstance(obj, enum.Enum):
         return obj.value
@@ -577,6 +647,8 @@ def read_schema(pred=None):
     path = os.path.join(".cog", "openapi_schema.json")
     try:
         with open(path, "rb") as f:
+            import json
+
             schema = json.load(f)
         if isinstance(schema, dict):
             return schema

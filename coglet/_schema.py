@@ -762,6 +762,13 @@ def _declares_streaming(method: Any) -> bool:
             return True
     func = _unwrap_function(method)
     try:
+        # most sources never mention it: a plain read is ~100x cheaper than getsource
+        with open(func.__code__.co_filename, "rb") as f:
+            if b"streaming" not in f.read():
+                return False
+    except (AttributeError, OSError):
+        pass
+    try:
         src = textwrap.dedent(inspect.getsource(func))
         tree = ast.parse(src)
     except Exception:

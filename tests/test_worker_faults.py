@@ -331,7 +331,8 @@ def test_worker_killed_before_the_handshake(make_server, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(KILL_BEFORE_HANDSHAKE)
-    srv = make_server(FAULTY, env={"PYTHONPATH": str(site)})
+    # sitecustomize runs when an interpreter starts: in a spawned worker, not a forked one
+    srv = make_server(FAULTY, env={"PYTHONPATH": str(site), "COGLET_WORKER_START": "spawn"})
     health = srv.wait_status("SETUP_FAILED")
     assert health["setup"]["logs"].endswith("worker crashed"), health
     srv.wait_log(r"Worker crashed: killed by signal 9 \(SIGKILL\) during setup")

@@ -84,6 +84,7 @@ void core_spawn_worker(core *c) {
     c->setup_status = "starting";
     orchestrator_config oc = {
         .python = c->cfg.python,
+        .forker = c->cfg.forker,
         .predictor_ref = c->cfg.predictor_ref,
         .num_slots = c->cfg.max_concurrency,
         .is_train = c->cfg.is_train,

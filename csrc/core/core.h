@@ -78,6 +78,7 @@ typedef struct core_config {
     int is_train;
     const char *upload_url;
     const char *python;
+    worker_forker forker; /* optional: the worker forked, not spawned (orchestrator.h) */
     int max_concurrency;
     double setup_timeout;
     const char *python_sdk_version; /* NULL when unknown */

@@ -369,6 +369,11 @@ void dispatch_on_slot_message(core *c, slot *s, json_t *msg) {
     } else if (!strcmp(type, "output_chunk")) {
         json_t *out = json_object_get(msg, "output");
         prediction_append_output(p, out ? out : json_null());
+    } else if (!strcmp(type, "output_items")) {
+        /* a returned list's items in one frame: each one as an output_chunk */
+        json_t *items = json_object_get(msg, "outputs");
+        for (size_t i = 0; i < json_array_size(items) && s->prediction == p; i++)
+            prediction_append_output(p, json_array_get(items, i));
     } else if (!strcmp(type, "file_output")) {
         p->made_dir = 1; /* the worker may have written into the prediction's directory */
         outputs_on_file(c, p, msg);

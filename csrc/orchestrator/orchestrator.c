@@ -11,10 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
+#include "orchestrator/fork.h"
 
 #define TARGET "coglet::orchestrator"
 #define LINE_MAX_BYTES 4096
@@ -147,10 +149,10 @@ int orchestrator_usable_slots(const orchestrator *orch) {
 /* /proc/{pid}/stat: "pid (comm) S ...", the state after the last ')'. procfs is served from
  * kernel memory, so this read never waits on a device; it is cheap enough for the loop. */
 int orchestrator_worker_stopped(const orchestrator *orch) {
-    if (!orch->proc_alive || orch->exit_seen || orch->proc.pid <= 0)
-        return 0;
+    if (!(orch->proc_alive || orch->exit_poll_open) || orch->exit_seen || orch->pid <= 0)
+        return 0; /* spawned (a uv_process) or forked (a pidfd): orch->pid either way */
     char path[64], text[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", orch->proc.pid);
+    snprintf(path, sizeof path, "/proc/%d/stat", orch->pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -314,8 +316,7 @@ static void worker_lost(orchestrator *orch, const char *cause) {
 
 static void worker_gone(orchestrator *orch) { worker_lost(orch, NULL); }
 
-static void on_process_exit(uv_process_t *proc, int64_t exit_status, int term_signal) {
-    orchestrator *orch = container_of(proc, orchestrator, proc);
+static void process_exited(orchestrator *orch, int64_t exit_status, int term_signal) {
     orch->exit_seen = 1;
     orch->exit_status = exit_status;
     orch->term_signal = term_signal;
@@ -328,7 +329,39 @@ static void on_process_exit(uv_process_t *proc, int64_t exit_status, int term_si
                   json_pack("{s:I}", "exit_code", (json_int_t)exit_status), "Worker process exited with code %lld",
                   (long long)exit_status);
     worker_gone(orch);
-    close_handle(orch, (uv_handle_t *)proc, &orch->proc_alive);
+}
+
+static void close_process(orchestrator *orch) {
+    close_handle(orch, (uv_handle_t *)&orch->proc, &orch->proc_alive);
+    close_handle(orch, (uv_handle_t *)&orch->exit_poll, &orch->exit_poll_open);
+}
+
+static void on_process_exit(uv_process_t *proc, int64_t exit_status, int term_signal) {
+    orchestrator *orch = container_of(proc, orchestrator, proc);
+    process_exited(orch, exit_status, term_signal);
+    close_process(orch);
+}
+
+/* A forked worker's pidfd is readable: it has exited; reaped here. */
+static void on_pidfd(uv_poll_t *poll, int status, int events) {
+    orchestrator *orch = container_of(poll, orchestrator, exit_poll);
+    (void)events;
+    int ws = 0;
+    pid_t got;
+    do
+        got = waitpid(orch->pid, &ws, WNOHANG);
+    while (got < 0 && errno == EINTR);
+    if (got == 0 && status == 0)
+        return; /* not yet */
+    int fd = -1;
+    uv_fileno((uv_handle_t *)poll, &fd);
+    if (got == orch->pid && WIFSIGNALED(ws))
+        process_exited(orch, 0, WTERMSIG(ws));
+    else
+        process_exited(orch, got == orch->pid && WIFEXITED(ws) ? WEXITSTATUS(ws) : 1, 0);
+    close_process(orch);
+    if (fd >= 0)
+        close(fd); /* uv_poll_t never closes the fd it watches */
 }
 
 static void on_timer(uv_timer_t *timer) {
@@ -579,6 +612,93 @@ static int open_pipe(orchestrator *orch, uv_pipe_t *pipe, int fd, void *data) {
     return uv_pipe_open(pipe, fd);
 }
 
+/* The worker as `python -c "import coglet; coglet.server._run_worker()"`, its fds 1 and 2
+ * pipes made by libuv. */
+static int spawn_worker(orchestrator *orch, const int *child_fds, int n, uv_stdio_container_t *stdio) {
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&orch->out_pipe;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&orch->err_pipe;
+    for (int i = 0; i <= n; i++) {
+        stdio[3 + i].flags = UV_INHERIT_FD;
+        stdio[3 + i].data.fd = child_fds[i];
+    }
+    char *args[] = {(char *)orch->cfg.python, "-c", "import coglet; coglet.server._run_worker()", NULL};
+    uv_process_options_t opts = {0};
+    opts.file = orch->cfg.python;
+    opts.args = args;
+    opts.exit_cb = on_process_exit;
+    opts.stdio = stdio;
+    opts.stdio_count = n + 4;
+    log_info(TARGET, "Spawning worker subprocess");
+    int rc = uv_spawn(orch->loop, &orch->proc, &opts);
+    orch->proc_alive = 1; /* uv_spawn initialised the handle; even on failure it must be closed */
+    if (rc != 0) {
+        close_handle(orch, (uv_handle_t *)&orch->proc, &orch->proc_alive);
+        return rc;
+    }
+    orch->pid = orch->proc.pid;
+    log_event(LOG_DEBUG, TARGET, json_pack("{s:i}", "pid", orch->pid), "Worker spawned");
+    return 0;
+}
+
+/* The worker forked from this process (cfg.forker): the same fds as a spawned one, its exit
+ * seen through a pidfd. 0, or an error before anything was started (then we spawn). */
+static int fork_worker(orchestrator *orch, const int *child_fds, int n) {
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, rc;
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int *plan = calloc((size_t)n + 4, sizeof *plan);
+    if (devnull < 0 || !plan || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
+        rc = plan ? -errno : UV_ENOMEM;
+        goto done;
+    }
+    plan[0] = devnull;
+    plan[1] = out[1];
+    plan[2] = err[1];
+    for (int i = 0; i <= n; i++)
+        plan[3 + i] = child_fds[i];
+    log_info(TARGET, "Spawning worker subprocess");
+    int pid = orch->cfg.forker.fork(orch->cfg.forker.arg, plan, n + 4);
+    if (pid < 0) {
+        rc = pid;
+        goto done;
+    }
+    int pidfd = worker_pidfd_open(pid);
+    if (pidfd < 0 || (rc = uv_poll_init(orch->loop, &orch->exit_poll, pidfd)) != 0) {
+        /* cannot watch it: it must not run unwatched; spawned instead */
+        rc = pidfd < 0 ? pidfd : rc;
+        if (pidfd >= 0)
+            close(pidfd);
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        log_warn(TARGET, "cannot watch the forked worker (%s); spawning one", strerror(-rc));
+        goto done;
+    }
+    orch->exit_poll_open = 1;
+    orch->exit_poll.data = orch;
+    uv_poll_start(&orch->exit_poll, UV_READABLE, on_pidfd);
+    orch->forked = 1;
+    orch->pid = pid;
+    uv_pipe_open(&orch->out_pipe, out[0]);
+    uv_pipe_open(&orch->err_pipe, err[0]);
+    out[0] = err[0] = -1;
+    log_event(LOG_DEBUG, TARGET, json_pack("{s:i, s:s}", "pid", pid, "start", "fork"), "Worker spawned");
+    rc = 0;
+done:
+    for (int i = 0; i < 2; i++) {
+        if (out[i] >= 0)
+            close(out[i]);
+        if (err[i] >= 0)
+            close(err[i]);
+    }
+    if (devnull >= 0)
+        close(devnull);
+    free(plan);
+    return rc;
+}
+
 int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_config *cfg,
                        const orchestrator_ops *ops, void *app) {
     memset(orch, 0, sizeof *orch);
@@ -634,36 +754,15 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
     orch->out_pipe.data = orch;
     orch->err_pipe.data = orch;
     orch->out_open = orch->err_open = 1;
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&orch->out_pipe;
-    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[2].data.stream = (uv_stream_t *)&orch->err_pipe;
-    for (int i = 0; i <= n; i++) {
-        stdio[3 + i].flags = UV_INHERIT_FD;
-        stdio[3 + i].data.fd = child_fds[i];
-    }
-    char *args[] = {(char *)cfg->python, "-c", "import coglet; coglet.server._run_worker()", NULL};
-    uv_process_options_t opts = {0};
-    opts.file = cfg->python;
-    opts.args = args;
-    opts.exit_cb = on_process_exit;
-    opts.stdio = stdio;
-    opts.stdio_count = n + 4;
-    log_info(TARGET, "Spawning worker subprocess");
-    rc = uv_spawn(loop, &orch->proc, &opts);
+    rc = cfg->forker.fork ? fork_worker(orch, child_fds, n) : UV_ENOSYS;
+    if (rc != 0)
+        rc = spawn_worker(orch, child_fds, n, stdio);
     for (int i = 0; i <= n; i++) {
         close(child_fds[i]);
         child_fds[i] = -1;
     }
-    if (rc != 0) {
-        /* uv_spawn initialised the handle; it must still be closed */
-        orch->proc_alive = 1;
-        close_handle(orch, (uv_handle_t *)&orch->proc, &orch->proc_alive);
+    if (rc != 0)
         goto failed_slots;
-    }
-    orch->proc_alive = 1;
-    log_event(LOG_DEBUG, TARGET, json_pack("{s:i}", "pid", orch->proc.pid), "Worker spawned");
     uv_read_start((uv_stream_t *)&orch->out_pipe, on_output_alloc, on_output_read);
     uv_read_start((uv_stream_t *)&orch->err_pipe, on_output_alloc, on_output_read);
     uv_read_start((uv_stream_t *)&orch->control, on_output_alloc, on_control_read);
@@ -700,7 +799,8 @@ failed_alloc:
 static void maybe_closed(orchestrator *orch) {
     if (!orch->closing || orch->handles_open > 0)
         return;
-    if (orch->proc_alive || orch->control_open || orch->out_open || orch->err_open || orch->timer_open)
+    if (orch->proc_alive || orch->exit_poll_open || orch->control_open || orch->out_open || orch->err_open ||
+        orch->timer_open)
         return;
     /* slots is NULL when orchestrator_start could not allocate it */
     for (int i = 0; orch->slots && i < orch->cfg.num_slots; i++)
@@ -740,6 +840,13 @@ void orchestrator_close(orchestrator *orch, void (*on_closed)(orchestrator *orch
     close_handle(orch, (uv_handle_t *)&orch->out_pipe, &orch->out_open);
     close_handle(orch, (uv_handle_t *)&orch->err_pipe, &orch->err_open);
     close_handle(orch, (uv_handle_t *)&orch->timer, &orch->timer_open);
-    close_handle(orch, (uv_handle_t *)&orch->proc, &orch->proc_alive);
+    if (orch->exit_poll_open) {
+        int fd = -1;
+        uv_fileno((uv_handle_t *)&orch->exit_poll, &fd);
+        close_process(orch);
+        if (fd >= 0)
+            close(fd);
+    }
+    close_process(orch);
     maybe_closed(orch);
 }

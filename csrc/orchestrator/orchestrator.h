@@ -45,8 +45,19 @@ typedef struct orchestrator_ops {
     void (*on_control_message)(void *app, json_t *msg); /* healthcheck_result, ... */
 } orchestrator_ops;
 
+/* Starting the worker by forking this process instead of spawning `python`
+ * (docs/architecture.md#how-the-worker-starts). fork(arg, plan, nplan) forks: in the parent
+ * it returns the child's pid, or a negative errno (the orchestrator then spawns); in the
+ * child it lays out the fds with worker_child_fds(plan, nplan) (orchestrator/fork.h), runs
+ * the worker and never returns. Called on the loop thread before the loop runs. */
+typedef struct worker_forker {
+    int (*fork)(void *arg, const int *plan, int nplan);
+    void *arg;
+} worker_forker;
+
 typedef struct orchestrator_config {
     const char *python;        /* executable to spawn */
+    worker_forker forker;      /* optional: fork instead of spawning */
     const char *predictor_ref;
     int num_slots;
     int is_train;
@@ -61,8 +72,12 @@ struct orchestrator {
     void *app;
     orchestrator_config cfg;
     int state;
-    uv_process_t proc;
+    uv_process_t proc; /* a spawned worker */
     int proc_alive;
+    int forked;         /* a forked one: its pid, and its pidfd polled for the exit */
+    int pid;
+    uv_poll_t exit_poll;
+    int exit_poll_open;
     int exit_seen;
     int64_t exit_status;
     int term_signal;

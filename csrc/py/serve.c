@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "py/module.h"
+#include "py/worker_fork.h"
 #include "core/core.h"
 #include "http/door.h"
 #include "queue/queue.h"
@@ -406,10 +407,13 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
                   "Configuring subprocess worker via orchestrator");
     }
 
+    worker_forker forker;
+    worker_forker_choose(&forker); /* before any thread starts */
     saved_handlers saved = {NULL, NULL};
     int rc = install_handlers(&saved, await_shutdown);
     if (rc == 0) {
         core_config cfg = {
+            .forker = forker,
             .predictor_ref = ref,
             .is_train = is_train,
             .upload_url = upload_url,

@@ -41,8 +41,11 @@ static void handle_cancel(worker *w, json_t *msg, PyThreadState **ts) {
     int still = s->running && s->cancelled;
     pthread_mutex_unlock(&w->lock);
     if (fut) {
-        PyObject *r = PyObject_CallMethod(fut, "cancel", NULL);
+        /* a Task belongs to the loop's thread: cancelled there */
+        PyObject *cancel = PyObject_GetAttrString(fut, "cancel");
+        PyObject *r = cancel ? PyObject_CallMethod(w->loop, "call_soon_threadsafe", "O", cancel) : NULL;
         Py_XDECREF(r);
+        Py_XDECREF(cancel);
         Py_DECREF(fut);
         PyErr_Clear();
     } else if (still && !w->path->is_async) {

@@ -12,7 +12,7 @@
 #define LOG_LINE_MAX ((size_t)4 << 20)
 #define LOG_TRUNCATED "[**** LOG LINE TRUNCATED AT 4 MiB ****]"
 
-/* Set while a slot thread flushes the writers at the end of its prediction: those bytes
+/* Set while a prediction's thread flushes the writers at the end of it: those bytes
  * belong to that prediction whatever the context says. Per thread, not a Python object. */
 static _Thread_local wslot *route_override;
 

@@ -124,7 +124,7 @@ static int send_inline(run_ctx *rc, char *text, size_t len) {
         run_fail(rc, "Prediction failed: Failed to send output: cannot encode the frame");
         return -1;
     }
-    worker_send_raw(rc->s->fd, &rc->s->write_lock, frame, flen, 1);
+    worker_send_slot_raw(rc->s, frame, flen, 1);
     return 0;
 }
 
@@ -143,6 +143,95 @@ int outputs_send(run_ctx *rc, PyObject *item, int final) {
     if (!text)
         return -1;
     return len > INLINE_MAX ? spill(rc, text, len) : send_inline(rc, text, len);
+}
+
+/* Items gathered for one output_items frame: the JSON array's text so far ("[a,b"). */
+typedef struct item_run {
+    buf text;
+    int count;
+    int first; /* the first item's index */
+} item_run;
+
+static int flush_items(run_ctx *rc, item_run *r) {
+    if (!r->count)
+        return 0;
+    buf_append(&r->text, "]", 1);
+    json_t *msg = json_pack("{s:s, s:i}", "type", "output_items", "index", r->first);
+    size_t flen;
+    char *frame = msg ? frame_encode_with_raw(msg, "outputs", r->text.data, r->text.len, &flen) : NULL;
+    json_decref(msg);
+    buf_reset(&r->text);
+    r->count = 0;
+    if (!frame) {
+        run_fail(rc, "Prediction failed: Failed to send output: cannot encode the frame");
+        return -1;
+    }
+    worker_hold_slot_raw(rc->s, frame, flen, 1);
+    return 0;
+}
+
+/* One item of a returned list: inline ones join the run, a file output or a spill goes
+ * out in its place (after the run so far). 0 or -1 with rc failed. */
+static int add_item(run_ctx *rc, item_run *r, PyObject *item) {
+    const char *prefix = "Prediction failed: Failed to process output item: ";
+    int file = is_file_like(rc->w, item);
+    if (file < 0) {
+        run_fail_pyerr(rc, prefix);
+        return -1;
+    }
+    if (file)
+        return flush_items(rc, r) < 0 ? -1 : send_file(rc, item, prefix);
+    size_t len;
+    char *text = encode(rc, item, 0, &len);
+    if (!text)
+        return -1;
+    if (len > INLINE_MAX / 2) { /* a big one: its own frame, or a spill */
+        if (flush_items(rc, r) < 0) {
+            free(text);
+            return -1;
+        }
+        return len > INLINE_MAX ? spill(rc, text, len) : send_inline(rc, text, len);
+    }
+    if (r->text.len + len + 2 > INLINE_MAX && flush_items(rc, r) < 0) {
+        free(text);
+        return -1;
+    }
+    if (!r->count)
+        r->first = rc->index;
+    int ok = buf_append(&r->text, r->count ? "," : "[", 1) == BUF_OK && buf_append(&r->text, text, len) == BUF_OK;
+    free(text);
+    if (!ok) {
+        run_fail(rc, "Prediction failed: Failed to send output: out of memory");
+        return -1;
+    }
+    r->count++;
+    rc->index++;
+    return 0;
+}
+
+int outputs_items(run_ctx *rc, PyObject *it) {
+    item_run r = {.count = 0};
+    buf_init(&r.text, INLINE_MAX);
+    int rc_ = 0;
+    for (;;) {
+        PyObject *item = PyIter_Next(it);
+        if (!item) {
+            if (PyErr_Occurred()) {
+                run_fail_pyerr(rc, "Prediction failed: Failed to process output item: ");
+                rc_ = -1;
+            }
+            break;
+        }
+        rc_ = add_item(rc, &r, item);
+        Py_DECREF(item);
+        if (rc_)
+            break;
+    }
+    /* what came before a bad item still goes out, as it did item by item */
+    if (flush_items(rc, &r) < 0)
+        rc_ = -1;
+    buf_free(&r.text);
+    return rc_;
 }
 
 int outputs_stream(run_ctx *rc, PyObject *it, const char *prefix) {

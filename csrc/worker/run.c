@@ -17,15 +17,6 @@
 
 #define ERROR_TEXT_MAX ((size_t)1 << 20)
 
-/* What the prediction entered and must leave: all new references or NULL. */
-typedef struct run_entered {
-    PyObject *context;     /* the request's context dict */
-    PyObject *pid_token;   /* ContextVar tokens (async paths only) */
-    PyObject *scope_token;
-    PyObject *kwargs;
-    PyObject *temps;       /* downloaded inputs, for _runtime.cleanup */
-} run_entered;
-
 /* ---- errors ---- */
 
 /* "".join(traceback.format_exception(type, value, tb)), or NULL. */
@@ -46,24 +37,16 @@ static char *format_traceback(PyObject *type, PyObject *value, PyObject *tb) {
     return out;
 }
 
-/* The last exception's str() and traceback, for the failed frame: the queue door's responses
- * carry them apart from `error` (docs/queue.md). Each slot thread keeps its own. */
-static __thread char *last_exc_message, *last_exc_traceback;
-
-static void forget_last_exception(void) {
-    free(last_exc_message);
-    free(last_exc_traceback);
-    last_exc_message = last_exc_traceback = NULL;
-}
-
-char *worker_format_pyerr(void) {
+char *worker_format_pyerr(char **message, char **traceback) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     if (!type)
         return strdup("unknown error");
     PyErr_NormalizeException(&type, &value, &tb);
-    forget_last_exception();
-    last_exc_traceback = format_traceback(type, value, tb);
+    if (traceback) {
+        free(*traceback);
+        *traceback = format_traceback(type, value, tb);
+    }
     buf out;
     buf_init(&out, ERROR_TEXT_MAX);
     PyObject *qn = PyObject_GetAttrString(type, "__qualname__");
@@ -73,7 +56,10 @@ char *worker_format_pyerr(void) {
     const char *ss = str ? PyUnicode_AsUTF8AndSize(str, NULL) : NULL;
     PyErr_Clear();
     buf_printf(&out, "%s: %s", qs ? qs : "Exception", ss ? ss : "");
-    last_exc_message = strdup(ss ? ss : "");
+    if (message) {
+        free(*message);
+        *message = strdup(ss ? ss : "");
+    }
     Py_XDECREF(qn);
     Py_XDECREF(str);
     Py_XDECREF(type);
@@ -89,7 +75,7 @@ void run_fail(run_ctx *rc, const char *message) {
 }
 
 void run_fail_pyerr(run_ctx *rc, const char *prefix) {
-    char *e = worker_format_pyerr();
+    char *e = worker_format_pyerr(&rc->exc_message, &rc->exc_traceback);
     buf out;
     buf_init(&out, ERROR_TEXT_MAX);
     buf_printf(&out, "%s%s", prefix, e ? e : "");
@@ -197,62 +183,43 @@ static int enter_scope(run_ctx *rc, json_t *job, run_entered *in) {
     return 0;
 }
 
-/* Async predictions are told apart by context; a sync one by the process-wide sync slot and
- * scope, so it skips the ContextVar round trips. */
-static int enter_contextvars(run_ctx *rc, run_entered *in) {
+int run_prepare(run_ctx *rc, run_entered *in) {
     worker *w = rc->w;
-    if (!w->path->is_async)
+    if (!w->has_coercions)
         return 0;
-    in->pid_token = PyObject_CallMethod(w->pred_id_var, "set", "s", rc->id);
-    in->scope_token = in->pid_token ? PyObject_CallMethod(sdk_scope_var(w->sdk), "set", "O", rc->scope) : NULL;
-    if (!in->scope_token) {
-        run_fail_pyerr(rc, "Prediction failed: ");
-        return -1;
+    in->temps = PyObject_CallMethod(w->runtime, "prepare_input", "OO", w->pred, in->kwargs);
+    if (in->temps)
+        return 0;
+    if (slot_is_cancelled(w, rc->s)) {
+        PyErr_Clear();
+        rc->cancelled = 1;
+    } else {
+        run_fail_pyerr(rc, "Input validation error: ");
     }
-    return 0;
+    return -1;
 }
 
-/* 0 when the method can be called; else rc says why not. */
-static int enter(run_ctx *rc, json_t *job, run_entered *in) {
+int run_enter(run_ctx *rc, json_t *job, run_entered *in) {
     worker *w = rc->w;
+    unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(job, "seq"));
+    if (slot_begin(w, rc->s, rc->id, seq)) {
+        rc->cancelled = 1;
+        return -1;
+    }
     if (w->training_unsupported) {
         run_fail(rc, "Training not supported by this predictor");
         return -1;
     }
-    if (enter_scope(rc, job, in) < 0 || enter_contextvars(rc, in) < 0)
+    if (enter_scope(rc, job, in) < 0)
         return -1;
     in->kwargs = read_input(rc, job);
-    if (!in->kwargs)
-        return -1;
-    if (w->has_coercions) {
-        in->temps = PyObject_CallMethod(w->runtime, "prepare_input", "OO", w->pred, in->kwargs);
-        if (!in->temps) {
-            if (slot_is_cancelled(w, rc->s)) {
-                PyErr_Clear();
-                rc->cancelled = 1;
-            } else {
-                run_fail_pyerr(rc, "Input validation error: ");
-            }
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void reset_contextvar(PyObject *var, PyObject *token) {
-    if (!token)
-        return;
-    PyObject *r = PyObject_CallMethod(var, "reset", "O", token);
-    Py_XDECREF(r);
-    Py_DECREF(token);
+    return in->kwargs ? 0 : -1;
 }
 
 static void leave(run_ctx *rc, run_entered *in) {
     worker *w = rc->w;
     if (!rc->cancelled && rc->failed && slot_is_cancelled(w, rc->s))
         rc->cancelled = 1; /* whatever failed, it failed because we cancelled it */
-    reset_contextvar(sdk_scope_var(w->sdk), in->scope_token);
-    reset_contextvar(w->pred_id_var, in->pid_token);
     PyErr_Clear();
     if (rc->scope) {
         sdk_scope_deactivate(w->sdk, rc->scope);
@@ -262,12 +229,12 @@ static void leave(run_ctx *rc, run_entered *in) {
     if (in->temps) {
         PyObject *r = PyObject_CallMethod(w->runtime, "cleanup", "O", in->temps);
         Py_XDECREF(r);
-        Py_DECREF(in->temps);
+        Py_CLEAR(in->temps);
         PyErr_Clear();
     }
     Py_CLEAR(rc->result);
-    Py_XDECREF(in->kwargs);
-    Py_XDECREF(in->context);
+    Py_CLEAR(in->kwargs);
+    Py_CLEAR(in->context);
 }
 
 /* ---- the result ---- */
@@ -279,7 +246,7 @@ void run_stream_generator(run_ctx *rc, PyObject *generator) {
 
 /* A list or tuple goes out item by item (a stream); any other value but None is the final
  * value. */
-static void deliver(run_ctx *rc) {
+void run_deliver(run_ctx *rc) {
     PyObject *result = rc->result;
     if (!result || result == Py_None)
         return;
@@ -293,7 +260,9 @@ static void deliver(run_ctx *rc) {
         run_fail_pyerr(rc, "Prediction failed: Failed to process output item: ");
         return;
     }
-    outputs_stream(rc, it, "Prediction failed: Failed to process output item: ");
+    /* every item is there already: they go out in output_items frames with the terminal
+     * message, in one write (a list of 384 floats was 384 frames, writes and wake-ups) */
+    outputs_items(rc, it);
     Py_DECREF(it);
 }
 
@@ -305,7 +274,7 @@ static void send_terminal(run_ctx *rc) {
         msg = json_pack("{s:s, s:s}", "type", "cancelled", "id", rc->id);
     else if (rc->failed)
         msg = json_pack("{s:s, s:s, s:s, s:s*, s:s*}", "type", "failed", "id", rc->id, "error",
-                        rc->error ? rc->error : "", "message", last_exc_message, "traceback", last_exc_traceback);
+                        rc->error ? rc->error : "", "message", rc->exc_message, "traceback", rc->exc_traceback);
     else if (rc->stream)
         msg = json_pack("{s:s, s:s, s:b}", "type", "done", "id", rc->id, "is_stream", 1);
     else
@@ -316,7 +285,7 @@ static void send_terminal(run_ctx *rc) {
         size_t flen;
         char *frame = msg ? frame_encode_with_raw(msg, "output", rc->final_text, rc->final_len, &flen) : NULL;
         json_decref(msg);
-        sent = frame ? worker_send_raw(rc->s->fd, &rc->s->write_lock, frame, flen, 1) : -EMSGSIZE;
+        sent = frame ? worker_send_slot_raw(rc->s, frame, flen, 1) : -EMSGSIZE;
     } else {
         sent = worker_send_slot(rc->s, msg, 1);
     }
@@ -324,32 +293,40 @@ static void send_terminal(run_ctx *rc) {
         worker_poison_slot(rc->w, rc->s, "Socket write error: cannot write to slot socket", 1);
 }
 
-void run_prediction(worker *w, wslot *s, json_t *job) {
+void run_init(run_ctx *rc, worker *w, wslot *s, json_t *job) {
     const char *id = json_string_value(json_object_get(job, "id"));
     const char *output_dir = json_string_value(json_object_get(job, "output_dir"));
-    run_ctx rc = {
-        .w = w,
-        .s = s,
-        .id = id ? id : "",
-        .output_dir = output_dir ? output_dir : "/tmp/coglet/outputs",
-    };
-    run_entered in = {0};
-    unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(job, "seq"));
-    forget_last_exception(); /* one left from an earlier run is not this one's */
+    memset(rc, 0, sizeof *rc);
+    rc->w = w;
+    rc->s = s;
+    rc->id = id ? id : "";
+    rc->output_dir = output_dir ? output_dir : "/tmp/coglet/outputs";
+}
 
-    if (slot_begin(w, s, rc.id, seq)) {
-        rc.cancelled = 1;
-    } else if (enter(&rc, job, &in) == 0) {
+void run_finish(run_ctx *rc, run_entered *in) {
+    leave(rc, in);
+    slot_end(rc->w, rc->s);
+    if (!rc->w->path->is_async) {
+        /* a cancel that raced the end must not fire in the next prediction */
+        PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
+        PyErr_Clear();
+    }
+    send_terminal(rc);
+    free(rc->final_text);
+    free(rc->error);
+    free(rc->exc_message);
+    free(rc->exc_traceback);
+    rc->final_text = rc->error = rc->exc_message = rc->exc_traceback = NULL;
+}
+
+void run_prediction(worker *w, wslot *s, json_t *job) {
+    run_ctx rc;
+    run_entered in = {0};
+    run_init(&rc, w, s, job);
+    if (run_enter(&rc, job, &in) == 0 && run_prepare(&rc, &in) == 0) {
         w->path->call(&rc, in.kwargs);
         if (!rc.cancelled && !rc.failed)
-            deliver(&rc);
+            run_deliver(&rc);
     }
-    leave(&rc, &in);
-    slot_end(w, s);
-    /* a cancel that raced the end must not fire in the next prediction */
-    PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
-    PyErr_Clear();
-    send_terminal(&rc);
-    free(rc.final_text);
-    free(rc.error);
+    run_finish(&rc, &in);
 }

@@ -1,6 +1,7 @@
-/* worker/run_sync.c: the sync path: the method called on the slot thread, with the sync slot
- * and scope set process-wide (log routing and current_scope() need no ContextVar), a returned
- * generator iterated there too. Cancelled by an exception injected into the thread. */
+/* worker/run_sync.c: the sync path: the method called on the thread that read the frame (the
+ * one that ran setup()), with the sync slot and scope set process-wide (log routing and
+ * current_scope() need no ContextVar), a returned generator iterated there too. Cancelled
+ * by an exception injected into the thread. */
 #include "py/sdk.h"
 #include "worker/worker.h"
 

@@ -7,6 +7,38 @@
 #include "common/fs.h"
 #include "worker/worker.h"
 
+#define HOLD_MAX ((size_t)256 << 10)
+
+int worker_send_slot_raw(wslot *s, char *frame, size_t len, int have_gil) {
+    PyThreadState *ts = have_gil ? PyEval_SaveThread() : NULL;
+    pthread_mutex_lock(&s->write_lock);
+    int rc = 0;
+    if (s->batch.len && len <= HOLD_MAX && buf_append(&s->batch, frame, len) == BUF_OK) {
+        len = 0; /* rides in the batch: one write */
+    }
+    if (s->batch.len) {
+        rc = fs_write_all(s->fd, s->batch.data, s->batch.len);
+        buf_reset(&s->batch);
+    }
+    if (rc == 0 && len)
+        rc = fs_write_all(s->fd, frame, len);
+    pthread_mutex_unlock(&s->write_lock);
+    if (ts)
+        PyEval_RestoreThread(ts);
+    free(frame);
+    return rc;
+}
+
+int worker_hold_slot_raw(wslot *s, char *frame, size_t len, int have_gil) {
+    pthread_mutex_lock(&s->write_lock);
+    int held = s->batch.len + len <= HOLD_MAX && buf_append(&s->batch, frame, len) == BUF_OK;
+    pthread_mutex_unlock(&s->write_lock);
+    if (!held)
+        return worker_send_slot_raw(s, frame, len, have_gil);
+    free(frame);
+    return 0;
+}
+
 int worker_send_raw(int fd, pthread_mutex_t *lock, char *frame, size_t len, int have_gil) {
     PyThreadState *ts = have_gil ? PyEval_SaveThread() : NULL;
     pthread_mutex_lock(lock);
@@ -36,9 +68,12 @@ int worker_send_control(worker *w, json_t *msg, int have_gil) {
 }
 
 int worker_send_slot(wslot *s, json_t *msg, int have_gil) {
-    int rc = worker_send_frame(s->fd, &s->write_lock, msg, have_gil);
+    size_t len;
+    char *frame = msg ? frame_encode_alloc(msg, &len) : NULL;
     json_decref(msg);
-    return rc;
+    if (!frame)
+        return msg ? -EMSGSIZE : -ENOMEM;
+    return worker_send_slot_raw(s, frame, len, have_gil);
 }
 
 void worker_log(worker *w, const char *level, const char *message, int have_gil) {

@@ -74,7 +74,7 @@ static void send_setup_failure(worker *w, const char *text) {
 
 /* "Setup failed: {what}: {the pending exception}" to the parent. Always -1. */
 static int setup_failed(worker *w, const char *what) {
-    char *e = worker_format_pyerr();
+    char *e = worker_format_pyerr(NULL, NULL);
     buf out;
     buf_init(&out, (size_t)1 << 20);
     buf_printf(&out, "Setup failed: %s: %s", what, e ? e : "");
@@ -133,10 +133,13 @@ int setup_predictor(worker *w, const char *ref) {
         Py_XDECREF(cls);
         return setup_failed(w, "failed to load predictor");
     }
+    /* debug lines: the start-up phases, from these timestamps (docs/benchmarks.md) */
+    worker_log(w, "debug", "Loading predictor", 1);
     w->pred = PyObject_CallFunction(cls, "sO", ref, w->is_train ? Py_True : Py_False);
     Py_DECREF(cls);
     if (!w->pred)
         return setup_failed(w, "failed to load predictor");
+    worker_log(w, "debug", "Predictor loaded", 1);
     w->method = PyObject_GetAttrString(w->pred, "method");
     if (!w->method || read_kind(w) < 0)
         return setup_failed(w, "failed to load predictor");
@@ -152,6 +155,9 @@ int setup_predictor(worker *w, const char *ref) {
     if (!r)
         return setup_failed(w, "setup failed");
     Py_DECREF(r);
+    worker_log(w, "debug", "Predictor setup done", 1);
+    if (w->path->is_async && async_init(w) < 0)
+        return setup_failed(w, "setup failed");
     return 0;
 }
 

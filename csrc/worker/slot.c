@@ -1,6 +1,7 @@
-/* worker/slot.c: slot threads and slot states. Each slot thread reads its own socket (no
- * hand-off through the main thread) and runs the predictions that arrive; the states say
- * which dispatch runs where, for cancels (worker/control.c) and log routing. */
+/* worker/slot.c: the sync slot's reader and the slot states. The thread that serves a sync
+ * slot reads its own socket (no hand-off through another thread) and runs the predictions
+ * that arrive; the states say which dispatch runs where, for cancels (worker/control.c) and
+ * log routing. Async slots are read by the event loop (worker/run_async.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,12 +73,8 @@ static int run_decoded(worker *w, wslot *s, PyThreadState **ts) {
     return -1;
 }
 
-/* EOF (the parent closed the socket, or the worker stops) ends the thread. */
-void *slot_thread_main(void *arg) {
-    wslot *s = arg;
+void slot_serve(wslot *s, PyThreadState **ts) {
     worker *w = s->w;
-    PyGILState_STATE g = PyGILState_Ensure();
-    PyThreadState *ts = PyEval_SaveThread();
     char *chunk = malloc(READ_CHUNK);
     while (chunk && !w->quit) {
         ssize_t got = read(s->fd, chunk, READ_CHUNK);
@@ -85,10 +82,17 @@ void *slot_thread_main(void *arg) {
             continue;
         if (got <= 0 || frame_decoder_feed(&s->dec, chunk, (size_t)got) != BUF_OK)
             break;
-        if (run_decoded(w, s, &ts) < 0)
+        if (run_decoded(w, s, ts) < 0)
             break;
     }
     free(chunk);
+}
+
+void *slot_thread_main(void *arg) {
+    wslot *s = arg;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyThreadState *ts = PyEval_SaveThread();
+    slot_serve(s, &ts);
     PyEval_RestoreThread(ts);
     PyGILState_Release(g);
     return NULL;

@@ -20,12 +20,18 @@ static void worker_free(worker *w) {
         wslot *s = &w->slots[i];
         free(s->current_id);
         frame_decoder_free(&s->dec);
+        buf_free(&s->batch);
         pthread_mutex_destroy(&s->write_lock);
     }
     free(w->slots);
     frame_decoder_free(&w->control_in);
     pthread_mutex_destroy(&w->control_lock);
     pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->loop_cond);
+    free(w->loop_chunk);
+    Py_XDECREF(w->loop);
+    Py_XDECREF(w->start_task);
+    Py_XDECREF(w->arun_type);
     Py_XDECREF(w->sdk);
     Py_XDECREF(w->cancel_exc);
     Py_XDECREF(w->runtime);
@@ -58,6 +64,7 @@ static worker *worker_new(PyObject *module) {
     w->control_fd = CONTROL_FD;
     pthread_mutex_init(&w->control_lock, NULL);
     pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->loop_cond, NULL);
     frame_decoder_init(&w->control_in);
     w->sdk = coglet_sdk_module(module);
     w->cancel_exc = coglet_cancelation_exception(module);
@@ -120,6 +127,7 @@ static int init_slots(worker *w, json_t *init) {
         s->index = i;
         s->fd = (int)first_fd + i;
         pthread_mutex_init(&s->write_lock, NULL);
+        buf_init(&s->batch, (size_t)1 << 20);
         frame_decoder_init(&s->dec);
         w->num_slots = i + 1; /* what worker_free cleans up */
         int rc = ids_uuid4(s->id);
@@ -132,40 +140,90 @@ static int init_slots(worker *w, json_t *init) {
     return 0;
 }
 
-/* Stops the slot threads: idle ones see EOF and exit; a busy one would hold us forever, so
- * then the process leaves at once (the parent is gone or asked us to stop). */
-static void stop_slots(worker *w, PyThreadState *ts) {
+/* Stopping: a prediction still running would hold us forever (the parent is gone or asked
+ * us to stop), so then the process leaves at once. Without the GIL; ts is this thread's. */
+static void stop_or_exit(worker *w, PyThreadState *ts) {
     pthread_mutex_lock(&w->lock);
     w->quit = 1;
     int busy = 0;
     for (int i = 0; i < w->num_slots; i++)
         busy |= w->slots[i].running;
     pthread_mutex_unlock(&w->lock);
-    for (int i = 0; i < w->num_slots; i++)
-        shutdown(w->slots[i].fd, SHUT_RD); /* wakes a thread blocked in read() */
-    if (busy) {
-        PyEval_RestoreThread(ts);
-        PyObject *out = PySys_GetObject("stdout");
-        PyObject *r = out ? PyObject_CallMethod(out, "flush", NULL) : NULL;
-        Py_XDECREF(r);
-        PyErr_Clear();
-        _exit(0);
-    }
-    for (int i = 0; i < w->num_slots; i++)
-        if (w->slots[i].thread_started)
-            pthread_join(w->slots[i].thread, NULL);
+    if (!busy)
+        return;
+    PyEval_RestoreThread(ts);
+    PyObject *out = PySys_GetObject("stdout");
+    PyObject *r = out ? PyObject_CallMethod(out, "flush", NULL) : NULL;
+    Py_XDECREF(r);
+    PyErr_Clear();
+    _exit(0);
 }
 
-/* After setup: ready, the slot threads, the control loop, the stop. */
-static void serve_predictions(worker *w) {
-    setup_send_ready(w);
+/* Wakes the threads blocked in read() on the slot sockets: they see EOF. */
+static void wake_slot_readers(worker *w) {
     for (int i = 0; i < w->num_slots; i++)
-        if (pthread_create(&w->slots[i].thread, NULL, slot_thread_main, &w->slots[i]) == 0)
-            w->slots[i].thread_started = 1;
+        shutdown(w->slots[i].fd, SHUT_RD);
+}
+
+/* Async: the event loop reads the slots and runs the predictions; this thread reads control. */
+static void serve_async(worker *w) {
+    if (async_attach(w) < 0)
+        for (int i = 0; i < w->num_slots; i++)
+            worker_poison_slot(w, &w->slots[i], "Slot socket error: cannot watch the slot socket", 1);
     PyThreadState *ts = PyEval_SaveThread();
     control_loop(w, &ts);
-    stop_slots(w, ts);
+    stop_or_exit(w, ts);
+    if (async_detach(w, 5.0) < 0) {
+        PyEval_RestoreThread(ts);
+        _exit(0); /* the loop is stuck: it still holds pointers to w */
+    }
     PyEval_RestoreThread(ts);
+}
+
+static void *control_thread_main(void *arg) {
+    worker *w = arg;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyThreadState *ts = PyEval_SaveThread();
+    control_loop(w, &ts);
+    stop_or_exit(w, ts);
+    wake_slot_readers(w);
+    PyEval_RestoreThread(ts);
+    PyGILState_Release(g);
+    return NULL;
+}
+
+/* Sync (one slot): predictions run on this thread, the one that ran setup(), where the model
+ * runs fastest (a library's thread pool, PyTorch's OpenMP one for instance, belongs to the
+ * thread that first used it); the control channel gets a thread of its own. Should that
+ * thread not start, a slot thread runs them and this one reads control, as for async. */
+static void serve_sync(worker *w) {
+    pthread_t control;
+    PyThreadState *ts;
+    if (pthread_create(&control, NULL, control_thread_main, w) == 0) {
+        ts = PyEval_SaveThread();
+        slot_serve(&w->slots[0], &ts);
+        pthread_join(control, NULL);
+        PyEval_RestoreThread(ts);
+        return;
+    }
+    wslot *s = &w->slots[0];
+    s->thread_started = pthread_create(&s->thread, NULL, slot_thread_main, s) == 0;
+    ts = PyEval_SaveThread();
+    control_loop(w, &ts);
+    stop_or_exit(w, ts);
+    wake_slot_readers(w);
+    if (s->thread_started)
+        pthread_join(s->thread, NULL);
+    PyEval_RestoreThread(ts);
+}
+
+/* After setup: ready, then predictions until shutdown or EOF. */
+static void serve_predictions(worker *w) {
+    setup_send_ready(w);
+    if (w->path->is_async)
+        serve_async(w);
+    else
+        serve_sync(w);
 }
 
 PyObject *coglet_run_worker(PyObject *module) {

@@ -1,6 +1,9 @@
 /* tests/c/test_orchestrator.c: a real orchestrator (orchestrator/orchestrator.c) driving
  * fake_worker over the inherited socketpairs: how it handles what the worker sends, and the
- * worker's exit. One behaviour per test; each spawns its own worker on its own loop. */
+ * worker's exit. One behaviour per test; each spawns its own worker on its own loop. The
+ * table runs twice: the worker spawned, then forked (through a fork hook that execs it). */
+#include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,11 +15,29 @@
 #include "runner.h"
 
 #include "common/util.h"
+#include "orchestrator/fork.h"
 #include "orchestrator/orchestrator.h"
 
 #define GUARD_MS 20000 /* a test that never sees its event fails instead of hanging */
 
 static char worker_path[4096];
+static int use_fork; /* the second pass: the worker forked (then exec'd), not spawned */
+
+/* The fork hook the Python layer provides, minus Python: fork, lay out the fds, exec. */
+static int fork_then_exec(void *arg, const int *plan, int nplan) {
+    (void)arg;
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid < 0 ? -errno : (int)pid;
+    if (worker_child_fds(plan, nplan) != 0)
+        _exit(5);
+    for (int fd = nplan; fd < 64; fd++)
+        if (fcntl(fd, F_GETFD) != -1)
+            _exit(6); /* a descriptor of the parent leaked into the worker */
+    char *args[] = {worker_path, NULL};
+    execv(worker_path, args);
+    _exit(127);
+}
 
 typedef struct harness {
     uv_loop_t loop;
@@ -113,7 +134,11 @@ static int start(harness *h, const char *scenario, int num_slots, double setup_t
         .num_slots = num_slots,
         .setup_timeout = setup_timeout,
     };
-    return orchestrator_start(&h->orch, &h->loop, &cfg, &ops, h);
+    if (use_fork)
+        cfg.forker.fork = fork_then_exec;
+    int rc = orchestrator_start(&h->orch, &h->loop, &cfg, &ops, h);
+    CHECK(rc != 0 || h->orch.forked == use_fork);
+    return rc;
 }
 
 /* Runs the loop until *flag is set; 0 when the guard fired first. */
@@ -131,7 +156,7 @@ static void on_closed(orchestrator *orch) {
 /* Closes the orchestrator, checks every handle is gone, and reaps the worker, which must
  * exit by itself once its control channel is closed. Returns its wait status. */
 static int finish(harness *h) {
-    int pid = h->orch.proc.pid;
+    int pid = h->orch.pid;
     orchestrator_close(&h->orch, on_closed);
     CHECK(run_until(h, &h->closed));
     uv_close((uv_handle_t *)&h->guard, NULL);
@@ -293,9 +318,10 @@ TEST(a_stopped_worker_is_seen_stopped_until_it_continues) {
     CHECK(start(&h, "ready", 1, 0) == 0);
     CHECK(run_until(&h, &h.ready));
     CHECK(orchestrator_worker_stopped(&h.orch) == 0);
-    kill(h.orch.proc.pid, SIGSTOP);
+    CHECK(h.orch.pid > 0); /* never kill(0, ...): that would stop this whole process group */
+    kill(h.orch.pid, SIGSTOP);
     CHECK(stopped_becomes(&h, 1));
-    kill(h.orch.proc.pid, SIGCONT);
+    kill(h.orch.pid, SIGCONT);
     CHECK(stopped_becomes(&h, 0));
     finish(&h);
 }
@@ -320,5 +346,7 @@ int main(int argc, char **argv) {
     snprintf(self, sizeof self, "%s", argv[0]);
     snprintf(worker_path, sizeof worker_path, "%s/fake_worker", dirname(self));
     setenv("COG_LOG_LEVEL", "error", 0); /* the crashes these tests cause are logged as errors */
-    return run_tests("c-orchestrator", tests, sizeof tests / sizeof tests[0]);
+    int rc = run_tests("c-orchestrator", tests, sizeof tests / sizeof tests[0]);
+    use_fork = 1;
+    return run_tests("c-orchestrator-forked", tests, sizeof tests / sizeof tests[0]) | rc;
 }
