@@ -439,3 +439,101 @@ def test_dead_target_does_not_delay_shutdown(make_server, make_receiver, kind):
         raise AssertionError("server still running %.1f s after SIGTERM with a %s webhook target:\n%s" % (
             time.time() - t0, kind, s.log_text()[-3000:]))
     assert rc == 0, s.log_text()[-3000:]
+
+
+# ---- kept-alive connections the receiver closes while they are idle ----
+
+
+class _IdleClosingReceiver:
+    """Answers every request on a kept-alive connection, then closes that connection once it
+    has been idle for `idle` seconds (as a proxy's keep-alive timeout does); records bodies."""
+
+    def __init__(self, idle=0.1):
+        import socket
+
+        self.idle = idle
+        self.bodies = []
+        self.connections = 0
+        self.cond = threading.Condition()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.1:%d/hook" % self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.cond:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        conn.settimeout(self.idle)
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, rest = buf.partition(b"\r\n\r\n")
+                n = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        n = int(line.split(b":", 1)[1])
+                while len(rest) < n:
+                    rest += conn.recv(65536)
+                body, buf = rest[:n], rest[n:]
+                with self.cond:
+                    self.bodies.append(json.loads(body))
+                    self.cond.notify_all()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
+        except (OSError, ValueError):
+            pass  # the idle timeout (socket.timeout is an OSError): close it
+        finally:
+            conn.close()
+
+    def wait_terminals(self, n, timeout=10):
+        deadline = time.time() + timeout * SLOW
+        with self.cond:
+            while sum(1 for b in self.bodies if b.get("status") == "succeeded") < n:
+                left = deadline - time.time()
+                assert left > 0, self.bodies
+                self.cond.wait(left)
+
+    def close(self):
+        self.sock.close()
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_connection_closed_by_the_receiver_is_not_watched_or_reused(srv):
+    """The client keeps a kept-alive connection's poll handle between requests; the receiver
+    closing that idle connection must neither spin the loop (a closed socket is readable for
+    good) nor lose the next webhook, which goes out on a new connection."""
+    rx = _IdleClosingReceiver(idle=0.1)
+    try:
+        for i in range(4):
+            r = srv.post("/predictions", {"id": "wh-idle-%d" % i, "input": {"text": "i"}, "webhook": rx.url,
+                                          "webhook_events_filter": ["completed"]}, headers=ASYNC)
+            assert r.status_code == 202
+            rx.wait_terminals(i + 1)
+            time.sleep(0.3)  # the receiver closes the connection while it is idle
+        assert rx.connections >= 4  # every webhook after an idle close found a new connection
+        before = _cpu_seconds(srv.proc.pid)
+        time.sleep(1.0)
+        spent = _cpu_seconds(srv.proc.pid) - before
+        assert spent < 0.3, "the server used %.2f s of CPU in 1 s of idling" % spent
+        ids = sorted(b["id"] for b in rx.bodies if b.get("status") == "succeeded")
+        assert ids == ["wh-idle-%d" % i for i in range(4)]
+    finally:
+        rx.close()

@@ -206,6 +206,7 @@ void claim_more(queue_door *qd) {
         rc = rconn_commandv(&qd->reader, on_claimed, (void *)(intptr_t)kind, 8, argv);
     } else if (qd->flowing && rconn_up(&qd->cmd)) {
         kind = CLAIM_FLOWING;
+        queue_flush_acks(qd); /* in the same write */
         const char *argv[] = {"XREADGROUP", "GROUP",   qd->stream, qd->consumer, "COUNT",
                               count,        "STREAMS", qd->stream, ">"};
         rc = rconn_commandv(&qd->cmd, on_claimed, (void *)(intptr_t)kind, 9, argv);

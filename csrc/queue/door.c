@@ -304,6 +304,8 @@ static void door_close(front_door *fd, int force) {
         uv_close((uv_handle_t *)&qd->tick, on_handle_closed);
         uv_close((uv_handle_t *)&qd->cancel_timer, on_handle_closed);
         uv_close((uv_handle_t *)&qd->kick, on_handle_closed);
+        queue_flush_acks(qd);
+        uv_close((uv_handle_t *)&qd->ack_timer, on_handle_closed);
     }
     qmsg_drop_waiting(qd);
     /* the core closes doors once every delivery is over, so nothing more will be sent */
@@ -388,8 +390,9 @@ queue_door *queue_door_start(core *c, uv_loop_t *loop, const queue_config *cfg, 
     uv_timer_init(loop, &qd->tick);
     uv_timer_init(loop, &qd->cancel_timer);
     uv_timer_init(loop, &qd->kick);
-    qd->tick.data = qd->cancel_timer.data = qd->kick.data = qd;
-    qd->handles_open = 3;
+    uv_timer_init(loop, &qd->ack_timer);
+    qd->tick.data = qd->cancel_timer.data = qd->kick.data = qd->ack_timer.data = qd;
+    qd->handles_open = 4;
     qd->next_reclaim_ms = 0;
     /* the door throttles its own responses: the webhooks it makes send what they are given */
     webhook_settings_from_env(&qd->hook_settings);

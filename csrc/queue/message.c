@@ -94,6 +94,10 @@ static void held_remove(qmsg *m) {
         return;
     if (m->state == QM_WAITING)
         qd->num_waiting--;
+    if (m->ack_queued) {
+        m->ack_queued = 0;
+        qd->acks_queued--;
+    }
     m->state = QM_DONE;
     if (m->prev)
         m->prev->next = m->next;
@@ -249,9 +253,14 @@ static void done_key(const qmsg *m, char *out, size_t outlen) {
     snprintf(out, outlen, "%s%s", m->door->done_prefix, m->entry_id);
 }
 
-static void step_ack(qmsg *m) {
+/* How long an acknowledgement may wait for another command to ride with. A message's
+ * acknowledgement has no one waiting on it but the message itself (the slot is free, the
+ * webhook sent), and while predictions flow the next one's record and read come within a
+ * prediction's time: one write and one wake-up of Redis and of us instead of two. */
+#define ACK_DELAY_MS 2
+
+static void send_ack(qmsg *m) {
     queue_door *qd = m->door;
-    m->state = QM_ACKING;
     if (!rconn_up(&qd->cmd)) {
         m->wait_redis = 1;
         return;
@@ -264,6 +273,41 @@ static void step_ack(qmsg *m) {
         qmsg_unref(m);
         m->wait_redis = 1;
     }
+}
+
+static void step_ack(qmsg *m) {
+    queue_door *qd = m->door;
+    m->state = QM_ACKING;
+    if (m->ack_queued)
+        return;
+    m->ack_queued = 1;
+    qd->acks_queued++;
+    if (!uv_is_active((uv_handle_t *)&qd->ack_timer) && !uv_is_closing((uv_handle_t *)&qd->ack_timer))
+        uv_timer_start(&qd->ack_timer, queue_on_ack_timer, ACK_DELAY_MS, 0);
+    else if (uv_is_closing((uv_handle_t *)&qd->ack_timer))
+        queue_flush_acks(qd);
+}
+
+void queue_flush_acks(queue_door *qd) {
+    if (!qd->acks_queued)
+        return;
+    if (!uv_is_closing((uv_handle_t *)&qd->ack_timer))
+        uv_timer_stop(&qd->ack_timer);
+    /* send_ack only queues a command (or marks the message to wait for Redis): the list
+     * does not change under us */
+    for (qmsg *m = qd->held; m && qd->acks_queued > 0; m = m->next) {
+        if (!m->ack_queued)
+            continue;
+        m->ack_queued = 0;
+        qd->acks_queued--;
+        if (m->state == QM_ACKING)
+            send_ack(m);
+    }
+    qd->acks_queued = 0;
+}
+
+void queue_on_ack_timer(uv_timer_t *t) {
+    queue_flush_acks(t->data);
 }
 
 static void on_delivered(void *ctx, webhook *wh) {
@@ -335,6 +379,7 @@ static void step_record(qmsg *m) {
     done_key(m, key, sizeof key);
     const char *argv[] = {"SET", key, m->terminal, "EX", RECORD_TTL};
     size_t lens[] = {3, strlen(key), strlen(m->terminal), 2, strlen(RECORD_TTL)};
+    queue_flush_acks(qd); /* in the same write */
     qmsg_ref(m);
     if (!rconn_up(&qd->cmd) || rconn_command(&qd->cmd, on_recorded, m, 5, argv, lens) != 0) {
         qmsg_unref(m);
@@ -705,7 +750,7 @@ void qmsg_redis_up(queue_door *qd) {
         else if (m->state == QM_SENDING)
             step_send(m);
         else if (m->state == QM_ACKING)
-            step_ack(m);
+            send_ack(m);
         qmsg_unref(m);
     }
     free(todo);

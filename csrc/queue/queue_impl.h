@@ -57,6 +57,7 @@ struct qmsg {
     int cancel_inflight; /* an EXISTS on cancel_key is out */
     int cancel_sent;
     int lease_lost; /* the heartbeat found it no longer ours */
+    int ack_queued; /* QM_ACKING, its command not written yet (queue_flush_acks) */
     char *terminal; /* the terminal response, encoded */
 };
 
@@ -91,6 +92,8 @@ struct queue_door {
     qmsg *held;
     int num_held, num_waiting;
     uv_timer_t tick, cancel_timer, kick;
+    uv_timer_t ack_timer; /* sends the acknowledgements no other command took along */
+    int acks_queued;      /* messages whose XACK + XDEL waits for the next write */
     int handles_open, conns_open;
     int failures_in_row;
     char *poison[POISON_MAX];
@@ -124,6 +127,10 @@ void qmsg_admit(qmsg *m);
 void qmsg_start_waiting(queue_door *qd);
 /* The command connection is back: resume steps that waited for it. */
 void qmsg_redis_up(queue_door *qd);
+/* Writes the acknowledgements that wait (step_ack queues them, at most ACK_DELAY_MS): called
+ * before the command connection's next command, so they ride in the same write. */
+void queue_flush_acks(queue_door *qd);
+void queue_on_ack_timer(uv_timer_t *t);
 /* Drops a message that will not be handled (it stays pending in Redis). */
 void qmsg_forget(qmsg *m);
 /* Close: drops what was never started. */

@@ -2,12 +2,22 @@
  * uv_poll_t per socket (CURLMOPT_SOCKETFUNCTION), one timer (CURLMOPT_TIMERFUNCTION).
  * Differences from the example: poll errors reach curl as CURL_CSELECT_ERR, finished
  * transfers are drained after every action (timer-driven ones included), and cleanup
- * runs curl_multi_cleanup while our callbacks are still alive. */
+ * runs curl_multi_cleanup while our callbacks are still alive.
+ *
+ * Two things keep a steady stream of webhooks to one receiver cheap (docs/queue.md,
+ * "Benchmark"): finished easy handles are reset and kept for the next requests, and the poll
+ * handle of a kept-alive connection is parked, not closed, when curl stops watching it
+ * between transfers (closing and making it again cost an epoll_ctl pair and an ioctl per
+ * request). A parked handle watches for readability, which on an idle connection means the
+ * peer closed it or misbehaves: it is closed then. curl tells us when it closes a socket
+ * (CURLOPT_CLOSESOCKETFUNCTION), so a parked handle never outlives its fd and a new socket
+ * that gets the same number never meets a stale handle. */
 #include "webhook/client.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "webhook/curl_lazy.h"
@@ -28,12 +38,14 @@ struct client_request {
     char error[CURL_ERROR_SIZE];
 };
 
-typedef struct socket_ctx {
+struct socket_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
     http_client *client;
-    int events; /* what the poll watches */
-} socket_ctx;
+    socket_ctx *next, *prev; /* the client's sockets */
+    int events;              /* what the poll watches */
+    int parked;              /* curl does not watch it now (an idle kept-alive connection) */
+};
 
 static void unlink_request(http_client *client, client_request *req) {
     if (req->prev)
@@ -45,8 +57,21 @@ static void unlink_request(http_client *client, client_request *req) {
     client->num_active--;
 }
 
+/* Reset and kept for the next request while there is room; connections live in the multi,
+ * so nothing of this transfer's carries over. */
+static void release_easy(http_client *client, CURL *easy) {
+    if (!easy)
+        return;
+    if (!client->closing && client->num_idle_easy < CLIENT_IDLE_EASY) {
+        curl_easy_reset(easy);
+        client->idle_easy[client->num_idle_easy++] = easy;
+    } else {
+        curl_easy_cleanup(easy);
+    }
+}
+
 static void free_request(client_request *req) {
-    curl_easy_cleanup(req->easy);
+    release_easy(req->client, req->easy);
     curl_slist_free_all(req->headers);
     free(req->body);
     free(req->location);
@@ -82,9 +107,17 @@ static void check_done(http_client *client) {
         client->on_idle(client);
 }
 
+static void close_socket_ctx(socket_ctx *sc);
+
 static void on_poll(uv_poll_t *poll, int status, int events) {
     socket_ctx *sc = container_of(poll, socket_ctx, poll);
     http_client *client = sc->client;
+    if (sc->parked) {
+        /* an idle connection became readable: closed by the peer (curl finds it dead when it
+         * next looks at it), or something unasked for; either way not worth watching */
+        close_socket_ctx(sc);
+        return;
+    }
     int flags = 0;
     if (status < 0)
         flags = CURL_CSELECT_ERR;
@@ -125,17 +158,57 @@ static void on_socket_closed(uv_handle_t *handle) {
     free(sc);
 }
 
+/* Off the client's list and closed; freed when libuv is done with it. */
+static void close_socket_ctx(socket_ctx *sc) {
+    http_client *client = sc->client;
+    if (sc->prev)
+        sc->prev->next = sc->next;
+    else
+        client->sockets = sc->next;
+    if (sc->next)
+        sc->next->prev = sc->prev;
+    sc->next = sc->prev = NULL;
+    uv_poll_stop(&sc->poll);
+    uv_close((uv_handle_t *)&sc->poll, on_socket_closed);
+}
+
+static socket_ctx *find_socket(http_client *client, curl_socket_t s) {
+    for (socket_ctx *sc = client->sockets; sc; sc = sc->next)
+        if (sc->fd == s)
+            return sc;
+    return NULL;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: our handle goes before the fd does. */
+static int close_socket(void *clientp, curl_socket_t s) {
+    http_client *client = clientp;
+    socket_ctx *sc = find_socket(client, s);
+    if (sc) {
+        if (!sc->parked && client->multi)
+            curl_multi_assign(client->multi, s, NULL);
+        close_socket_ctx(sc);
+    }
+    return close(s);
+}
+
 static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp) {
     (void)easy;
     http_client *client = userp;
     socket_ctx *sc = socketp;
     if (action == CURL_POLL_REMOVE) {
         if (sc) {
-            uv_poll_stop(&sc->poll);
-            uv_close((uv_handle_t *)&sc->poll, on_socket_closed);
             curl_multi_assign(client->multi, s, NULL);
+            sc->parked = 1;
+            if (sc->events != UV_READABLE) {
+                sc->events = UV_READABLE;
+                uv_poll_start(&sc->poll, UV_READABLE, on_poll);
+            }
         }
         return 0;
+    }
+    if (!sc && (sc = find_socket(client, s)) != NULL) {
+        sc->parked = 0; /* the kept-alive connection taken again */
+        curl_multi_assign(client->multi, s, sc);
     }
     if (!sc) {
         sc = calloc(1, sizeof *sc);
@@ -147,6 +220,10 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, v
             free(sc);
             return -1;
         }
+        sc->next = client->sockets;
+        if (client->sockets)
+            client->sockets->prev = sc;
+        client->sockets = sc;
         curl_multi_assign(client->multi, s, sc);
     }
     int events = 0;
@@ -222,7 +299,7 @@ client_request *http_client_start(http_client *client, const client_request_opts
     req->cb = cb;
     req->on_abort = opts->on_abort;
     req->ctx = ctx;
-    req->easy = curl_easy_init();
+    req->easy = client->num_idle_easy ? client->idle_easy[--client->num_idle_easy] : curl_easy_init();
     if (!req->easy)
         goto failed;
     CURL *e = req->easy;
@@ -248,6 +325,8 @@ client_request *http_client_start(http_client *client, const client_request_opts
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, client);
     if (opts->upload) {
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(e, CURLOPT_READDATA, opts->upload);
@@ -274,8 +353,7 @@ client_request *http_client_start(http_client *client, const client_request_opts
     client->active = req;
     return req;
 failed:
-    if (req->easy)
-        curl_easy_cleanup(req->easy);
+    release_easy(client, req->easy);
     curl_slist_free_all(req->headers);
     free(req->body);
     free(req);
@@ -305,8 +383,12 @@ void http_client_close(http_client *client, void (*on_closed)(http_client *clien
     /* easy handles first, then the multi with our socket callback still live */
     while (client->active)
         http_client_abort(client, client->active);
-    curl_multi_cleanup(client->multi);
+    while (client->num_idle_easy)
+        curl_easy_cleanup(client->idle_easy[--client->num_idle_easy]);
+    curl_multi_cleanup(client->multi); /* closes the cached connections: close_socket for each */
     client->multi = NULL;
+    while (client->sockets)
+        close_socket_ctx(client->sockets);
     client->timer_open = 0;
     uv_close((uv_handle_t *)&client->timer, on_timer_closed);
 }

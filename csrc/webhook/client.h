@@ -11,11 +11,17 @@
 #include <uv.h>
 
 typedef struct client_request client_request;
+typedef struct socket_ctx socket_ctx;
+
+#define CLIENT_IDLE_EASY 16 /* finished easy handles kept for the next requests */
 
 typedef struct http_client {
     uv_loop_t *loop;
     client_request *active;
     CURLM *multi;
+    socket_ctx *sockets; /* every socket we poll for curl, in use or parked */
+    CURL *idle_easy[CLIENT_IDLE_EASY];
+    int num_idle_easy;
     uv_timer_t timer;
     int timer_open;
     int num_active;

@@ -25,6 +25,7 @@ typedef struct curl_api {
     CURLcode (*easy_setopt)(CURL *e, CURLoption opt, ...);
     CURLcode (*easy_getinfo)(CURL *e, CURLINFO info, ...);
     void (*easy_cleanup)(CURL *e);
+    void (*easy_reset)(CURL *e);
     const char *(*easy_strerror)(CURLcode code);
     struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
     void (*slist_free_all)(struct curl_slist *l);
@@ -52,6 +53,7 @@ int curl_lazy_load(char *err, size_t errlen);
 #define curl_easy_setopt curl_lazy.easy_setopt
 #define curl_easy_getinfo curl_lazy.easy_getinfo
 #define curl_easy_cleanup curl_lazy.easy_cleanup
+#define curl_easy_reset curl_lazy.easy_reset
 #define curl_easy_strerror curl_lazy.easy_strerror
 #define curl_slist_append curl_lazy.slist_append
 #define curl_slist_free_all curl_lazy.slist_free_all
