@@ -7,7 +7,8 @@ made by `setup_anchor.sh queue`). run.py runs them as its `queue` group; alone:
 
 Each scenario gets a fresh redis-server (no persistence) on a free loopback port, the consumer
 group created the way a platform does, and a webhook receiver in a process of its own
-(asyncio, keep-alive) that timestamps every request it reads. A no-op predictor
+(webhook_receiver.c, epoll, keep-alive; the asyncio one below without a compiler or with
+BENCH_QUEUE_RECEIVER=python) that timestamps every request it reads. A no-op predictor
 (predictors/queue_noop, found through its cog.yaml by both) answers every prediction.
 
 - drain: one consumer, N messages put on the stream in one pipeline, each with a `webhook`
@@ -17,7 +18,7 @@ group created the way a platform does, and a webhook receiver in a process of it
   `start` webhook (p50, p99);
 - fleet: 1, 2 and 4 consumers draining one stream (not pinned: they share every core).
 
-Standard library only.
+Standard library only (and a C compiler for the receiver).
 """
 
 import argparse
@@ -211,10 +212,33 @@ def receiver_main():
     asyncio.run(main())
 
 
+def receiver_command():
+    """The C receiver (webhook_receiver.c, built here into .build/ when it is missing or older
+    than its source), or the Python one without a compiler or with BENCH_QUEUE_RECEIVER=python."""
+    python = [sys.executable, os.path.abspath(__file__), "receiver"]
+    if os.environ.get("BENCH_QUEUE_RECEIVER") == "python":
+        return python
+    src = os.path.join(HERE, "webhook_receiver.c")
+    exe = os.path.join(HERE, ".build", "webhook_receiver")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+        if not cc:
+            log("no C compiler: the Python webhook receiver (slower: it may set the drain rate)")
+            return python
+        os.makedirs(os.path.dirname(exe), exist_ok=True)
+        r = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe + ".tmp", src], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            log("cannot build webhook_receiver.c (%s): the Python receiver" % r.stderr.strip()[-500:])
+            return python
+        os.replace(exe + ".tmp", exe)
+    return [exe]
+
+
 class Receiver:
     def __init__(self, cpus=None):
         pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "receiver"],
+        self.proc = subprocess.Popen(receiver_command(),
                                      stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=pre, bufsize=0)  # unbuffered: _pump reads the fd itself
         self.port = int(self.proc.stdout.readline().split()[1])

