@@ -9,14 +9,17 @@
  * handle of a kept-alive connection is parked, not closed, when curl stops watching it
  * between transfers (closing and making it again cost an epoll_ctl pair and an ioctl per
  * request). A parked handle watches for readability, which on an idle connection means the
- * peer closed it or misbehaves: it is closed then. curl tells us when it closes a socket
- * (CURLOPT_CLOSESOCKETFUNCTION), so a parked handle never outlives its fd and a new socket
- * that gets the same number never meets a stale handle. */
+ * peer closed it or misbehaves: it is closed then. curl tells us when it closes a
+ * connection's socket (CURLOPT_CLOSESOCKETFUNCTION), so a parked handle never outlives its
+ * fd and a new socket that gets the same number never meets a stale handle; only TCP
+ * sockets are parked, since curl closes its others (the threaded resolver's socketpair)
+ * without that callback. */
 #include "webhook/client.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -45,6 +48,7 @@ struct socket_ctx {
     socket_ctx *next, *prev; /* the client's sockets */
     int events;              /* what the poll watches */
     int parked;              /* curl does not watch it now (an idle kept-alive connection) */
+    int parkable;            /* a TCP connection: curl closes it through close_socket */
 };
 
 static void unlink_request(http_client *client, client_request *req) {
@@ -196,7 +200,12 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, v
     http_client *client = userp;
     socket_ctx *sc = socketp;
     if (action == CURL_POLL_REMOVE) {
-        if (sc) {
+        if (sc && !sc->parkable) {
+            /* anything else (the threaded resolver's socketpair) curl closes itself, without
+             * telling us: closed now, as it never could come back */
+            curl_multi_assign(client->multi, s, NULL);
+            close_socket_ctx(sc);
+        } else if (sc) {
             curl_multi_assign(client->multi, s, NULL);
             sc->parked = 1;
             if (sc->events != UV_READABLE) {
@@ -216,6 +225,10 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, v
             return -1;
         sc->fd = s;
         sc->client = client;
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof ss;
+        sc->parkable = getsockname(s, (struct sockaddr *)&ss, &sslen) == 0 &&
+                       (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
         if (uv_poll_init_socket(client->loop, &sc->poll, s) != 0) {
             free(sc);
             return -1;
