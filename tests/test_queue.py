@@ -317,6 +317,35 @@ class Predictor(BasePredictor):
     assert rx.wait_terminal("p2")["output"] == "fine"
 
 
+def test_concurrent_async_failures_each_report_their_own_exception(redis_srv, make_consumer, make_receiver):
+    """Async predictions share the worker's loop thread: each failed response carries its
+    own exception's text and traceback, never another's, and a later success none."""
+    rx = make_receiver()
+    code = """
+import asyncio
+from cog import BasePredictor
+class Predictor(BasePredictor):
+    async def predict(self, tag: str = "", delay: float = 0.0) -> str:
+        await asyncio.sleep(delay)
+        if tag:
+            raise RuntimeError("failure " + tag)
+        return "fine"
+"""
+    make_consumer(redis_srv, "q", "c1", code=code, env={"COG_MAX_CONCURRENCY": "4"})
+    tags = ["a", "b", "c", "d"]
+    for i, tag in enumerate(tags):  # they end in the reverse order of their start
+        redis_srv.add("q", {"id": "p-" + tag, "input": {"tag": tag, "delay": 0.3 - 0.08 * i}, "webhook": rx.url})
+    for tag in tags:
+        final = rx.wait_terminal("p-" + tag)
+        assert final["status"] == "failed" and final["error"] == "failure " + tag, final
+        assert "RuntimeError: failure %s" % tag in final["logs"], final["logs"]
+        others = [t for t in tags if t != tag]
+        assert not any("failure %s" % t in final["logs"] for t in others), final["logs"]
+    redis_srv.add("q", {"id": "p-ok", "input": {}, "webhook": rx.url})
+    final = rx.wait_terminal("p-ok")
+    assert final["status"] == "succeeded" and final["output"] == "fine" and "error" not in final, final
+
+
 def test_worker_death(redis_srv, make_consumer, make_receiver):
     rx = make_receiver()
     code = """
