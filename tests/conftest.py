@@ -24,7 +24,60 @@ SANITIZED = bool(os.environ.get("COGLET_TEST_SANITIZED"))
 SLOW = 3.0 if SANITIZED else 1.0
 
 
-class Server:
+class LoggedProcess:
+    """A child process whose stdout and stderr lines are collected as they come (`lines`,
+    guarded by `_cond`), for waiting on them. Subclasses start `proc` and call
+    `_collect()`; `_on_line(line)` sees each line under the lock."""
+
+    def _collect(self):
+        self.lines = []
+        self._cond = threading.Condition()
+        self._pumps_open = 2
+        for stream in (self.proc.stderr, self.proc.stdout):
+            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _on_line(self, line):
+        pass
+
+    def _pump(self, stream):
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                self.lines.append(line)
+                self._on_line(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._pumps_open -= 1
+            self._cond.notify_all()
+
+    def _finished(self):
+        """The process has exited and both its streams are read to the end: no line will come."""
+        return self._pumps_open == 0 and self.proc.poll() is not None
+
+    def log_text(self):
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_log(self, pattern, timeout=10):
+        """The first line matching pattern; fails at the timeout, or as soon as the process
+        has ended without writing one."""
+        rx = re.compile(pattern)
+        deadline = time.time() + timeout * SLOW
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if rx.search(line):
+                        return line
+                if self._finished():
+                    raise AssertionError("process exited (%s) before logging %r:\n%s" % (
+                        self.proc.returncode, pattern, "\n".join(self.lines)))
+                left = deadline - time.time()
+                if left <= 0:
+                    raise AssertionError("log never matched %r:\n%s" % (pattern, "\n".join(self.lines)))
+                self._cond.wait(min(left, 0.2))
+
+
+class Server(LoggedProcess):
     """A running `python -m coglet` process."""
 
     def __init__(self, cwd, args, env=None, launcher=None):
@@ -47,11 +100,8 @@ class Server:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        self.lines = []
-        self._cond = threading.Condition()
         self.port = None
-        threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+        self._collect()
         deadline = time.time() + 30 * SLOW
         with self._cond:
             while self.port is None:
@@ -77,19 +127,10 @@ class Server:
     def _has_port(self):
         return self.port is not None
 
-    def _pump(self, stream):
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self._cond:
-                self.lines.append(line)
-                m = PORT_RE.search(line)
-                if m and self.port is None:
-                    self.port = int(m.group(1))
-                self._cond.notify_all()
-
-    def log_text(self):
-        with self._cond:
-            return "\n".join(self.lines)
+    def _on_line(self, line):
+        m = PORT_RE.search(line)
+        if m and self.port is None:
+            self.port = int(m.group(1))
 
     def messages(self):
         """The `message` of every JSON log line."""
@@ -100,19 +141,6 @@ class Server:
             except (ValueError, KeyError, TypeError):
                 out.append(line)
         return out
-
-    def wait_log(self, pattern, timeout=10):
-        rx = re.compile(pattern)
-        deadline = time.time() + timeout * SLOW
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if rx.search(line):
-                        return line
-                left = deadline - time.time()
-                if left <= 0:
-                    raise AssertionError("log never matched %r:\n%s" % (pattern, "\n".join(self.lines)))
-                self._cond.wait(min(left, 0.2))
 
     def get(self, path, **kw):
         kw.setdefault("timeout", 30 * SLOW)

@@ -17,13 +17,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
 import redis
 
-from conftest import SLOW, free_port
+from conftest import SLOW, LoggedProcess, free_port
 
 CLAIMING_RE = r"claiming predictions from"
 
@@ -115,7 +114,7 @@ class RedisServer:
         self.start()
 
 
-class Consumer:
+class Consumer(LoggedProcess):
     """One `python -m coglet` in pull mode; its log lines are collected."""
 
     def __init__(self, where, redis_srv, stream, consumer_id, code=None, ref="predict.py:Predictor", env=None,
@@ -133,44 +132,9 @@ class Consumer:
                "--input-queue", stream, "--consumer-id", consumer_id, *args]
         self.proc = subprocess.Popen(cmd, cwd=str(where), env=full_env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        self.lines = []
-        self._cond = threading.Condition()
-        for stream_ in (self.proc.stdout, self.proc.stderr):
-            threading.Thread(target=self._pump, args=(stream_,), daemon=True).start()
+        self._collect()
         if wait:
             self.wait_log(wait, timeout=30)
-
-    def _pump(self, stream):
-        for raw in iter(stream.readline, b""):
-            with self._cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self._cond.notify_all()
-
-    def log_text(self):
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def wait_log(self, pattern, timeout=10):
-        import re
-
-        rx = re.compile(pattern)
-        deadline = time.time() + timeout * SLOW
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if rx.search(line):
-                        return line
-                if self.proc.poll() is not None and timeout is not None:
-                    self._cond.wait(0.2)
-                    for line in self.lines:
-                        if rx.search(line):
-                            return line
-                    raise AssertionError("consumer exited (%s) before logging %r:\n%s" % (
-                        self.proc.returncode, pattern, "\n".join(self.lines)))
-                left = deadline - time.time()
-                if left <= 0:
-                    raise AssertionError("log never matched %r:\n%s" % (pattern, "\n".join(self.lines)))
-                self._cond.wait(min(left, 0.2))
 
     def wait_exit(self, timeout=30):
         try:
