@@ -36,6 +36,8 @@ import tempfile
 import threading
 import time
 
+from benchlib import free_port, logger, proc_status
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PRED_DIR = os.path.join(HERE, "predictors", "queue_noop")
@@ -49,26 +51,12 @@ FULL = dict(drain_n=5000, anchor_drain_n=2000, latency_n=300, fleet_n=4000, anch
 QUICK = dict(drain_n=2000, anchor_drain_n=300, latency_n=100, fleet_n=1500, anchor_fleet_n=300)
 
 
-def log(msg):
-    sys.stderr.write("[queue-bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
-    sys.stderr.flush()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+log = logger("queue-bench")
 
 
 def rss_mib(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            m = re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M)
-        return int(m.group(1)) / 1024.0 if m else None
-    except OSError:
-        return None
+    st = proc_status(pid)
+    return st["VmRSS"] if st else None
 
 
 # ---------------------------------------------------------------- Redis ---------------------

@@ -42,6 +42,8 @@ import tempfile
 import threading
 import time
 
+from benchlib import free_port, logger, proc_status
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PRED = os.path.join(HERE, "predictors")
@@ -150,34 +152,10 @@ RSS_NET_GOALS = {"rss_idle_mib": 10, "rss_load_mib": 10, "rss_async_load_mib": 1
 ABS_GOALS = {"file64_datauri_hwm_mib": 2 * FILE_BYTES / MIB, "file64_upload_hwm_mib": 2 * FILE_BYTES / MIB}
 
 
-def log(msg):
-    sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
-    sys.stderr.flush()
+log = logger("bench")
 
 
 # ---------------------------------------------------------------- processes ---------------
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def proc_status(pid):
-    """VmRSS and VmHWM in MiB, or None if the process is gone."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            text = f.read()
-    except OSError:
-        return None
-    out = {}
-    for key in ("VmRSS", "VmHWM"):
-        m = re.search(r"^%s:\s+(\d+) kB" % key, text, re.M)
-        out[key] = int(m.group(1)) / 1024.0 if m else None
-    return out
 
 
 def cpu_seconds(pid):
