@@ -479,6 +479,25 @@ def test_sigterm_finishes_and_acknowledges_what_runs(redis_srv, make_consumer, m
     assert redis_srv.pending("q") == 0 and redis_srv.client.xlen("q") == 1  # p2 left for others
 
 
+def test_an_ack_still_waiting_is_written_when_shutdown_gives_up_on_deliveries(redis_srv, make_consumer,
+                                                                              make_receiver, tmp_path):
+    """An acknowledgement waits (COGLET_QUEUE_ACK_DELAY) for a write to join; when the
+    shutdown's wait for deliveries runs out first, the message is abandoned, and its ack
+    must still go out: left pending, the entry would be redelivered and its terminal
+    webhook sent a second time."""
+    rx = make_receiver()
+    gate = tmp_path / "gate"
+    c = make_consumer(redis_srv, "q", "c1", code=GATED, env={"COGLET_QUEUE_ACK_DELAY": "30"})
+    redis_srv.add("q", {"id": "p1", "input": {"gate": str(gate)}, "webhook": rx.url})
+    rx.wait_count(1, "p1")
+    c.proc.send_signal(signal.SIGTERM)
+    c.wait_log("stopping: claiming nothing new")
+    gate.write_text("")
+    assert c.wait_exit() == 0
+    assert [h.body["status"] for h in rx.terminal("p1")] == ["succeeded"]
+    assert redis_srv.pending("q") == 0 and redis_srv.client.xlen("q") == 0, c.log_text()
+
+
 def test_max_failure_count(redis_srv, make_consumer, make_receiver):
     rx = make_receiver()
     code = """

@@ -30,6 +30,17 @@ static double env_seconds(const char *name, double fallback) {
 void queue_config_from_env(queue_config *cfg) {
     cfg->lease_s = env_seconds("COGLET_QUEUE_LEASE", 30.0);
     cfg->idle_timeout_s = env_seconds("COGLET_QUEUE_IDLE_TIMEOUT", 10.0);
+    /* 0 is allowed (every ack written at once); past a minute it is a mistake */
+    const char *v = getenv("COGLET_QUEUE_ACK_DELAY");
+    cfg->ack_delay_s = 0.002;
+    if (v && *v) {
+        char *end;
+        double d = strtod(v, &end);
+        if (*end || !(d >= 0 && d <= 60))
+            log_warn(QUEUE_TARGET, "Invalid COGLET_QUEUE_ACK_DELAY value, using 0.002");
+        else
+            cfg->ack_delay_s = d;
+    }
 }
 
 uint64_t queue_tick_ms(const queue_door *qd) {

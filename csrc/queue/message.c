@@ -94,10 +94,8 @@ static void held_remove(qmsg *m) {
         return;
     if (m->state == QM_WAITING)
         qd->num_waiting--;
-    if (m->ack_queued) {
-        m->ack_queued = 0;
-        qd->acks_queued--;
-    }
+    if (m->ack_queued)
+        queue_flush_acks(qd); /* written now, not dropped with the message (an abandoned delivery) */
     m->state = QM_DONE;
     if (m->prev)
         m->prev->next = m->next;
@@ -253,11 +251,10 @@ static void done_key(const qmsg *m, char *out, size_t outlen) {
     snprintf(out, outlen, "%s%s", m->door->done_prefix, m->entry_id);
 }
 
-/* How long an acknowledgement may wait for another command to ride with. A message's
- * acknowledgement has no one waiting on it but the message itself (the slot is free, the
- * webhook sent), and while predictions flow the next one's record and read come within a
- * prediction's time: one write and one wake-up of Redis and of us instead of two. */
-#define ACK_DELAY_MS 2
+/* An acknowledgement waits up to cfg.ack_delay_s (COGLET_QUEUE_ACK_DELAY, 2 ms) for another
+ * command to ride with. It has no one waiting on it but the message itself (the slot is
+ * free, the webhook sent), and while predictions flow the next one's record and read come
+ * within a prediction's time: one write and one wake-up of Redis and of us instead of two. */
 
 static void send_ack(qmsg *m) {
     queue_door *qd = m->door;
@@ -282,10 +279,11 @@ static void step_ack(qmsg *m) {
         return;
     m->ack_queued = 1;
     qd->acks_queued++;
-    if (!uv_is_active((uv_handle_t *)&qd->ack_timer) && !uv_is_closing((uv_handle_t *)&qd->ack_timer))
-        uv_timer_start(&qd->ack_timer, queue_on_ack_timer, ACK_DELAY_MS, 0);
-    else if (uv_is_closing((uv_handle_t *)&qd->ack_timer))
+    uint64_t delay_ms = (uint64_t)(qd->cfg.ack_delay_s * 1000 + 0.5);
+    if (uv_is_closing((uv_handle_t *)&qd->ack_timer) || delay_ms == 0)
         queue_flush_acks(qd);
+    else if (!uv_is_active((uv_handle_t *)&qd->ack_timer))
+        uv_timer_start(&qd->ack_timer, queue_on_ack_timer, delay_ms, 0);
 }
 
 void queue_flush_acks(queue_door *qd) {

@@ -16,6 +16,7 @@ typedef struct queue_config {
     int max_failures;             /* exit after more than this many failures in a row; -1: never */
     double lease_s;               /* COGLET_QUEUE_LEASE: how long a silent consumer keeps a message */
     double idle_timeout_s;        /* COGLET_QUEUE_IDLE_TIMEOUT: a reply later than this kills the link */
+    double ack_delay_s;           /* COGLET_QUEUE_ACK_DELAY: how long an ack waits for a write to join */
 } queue_config;
 
 typedef struct queue_door queue_door;
