@@ -11,9 +11,10 @@
  * request). A parked handle watches for readability, which on an idle connection means the
  * peer closed it or misbehaves: it is closed then. curl tells us when it closes a
  * connection's socket (CURLOPT_CLOSESOCKETFUNCTION), so a parked handle never outlives its
- * fd and a new socket that gets the same number never meets a stale handle; only TCP
- * sockets are parked, since curl closes its others (the threaded resolver's socketpair)
- * without that callback. */
+ * fd and a new socket that gets the same number never meets a stale handle. Only the
+ * connections' sockets, which curl opens through CURLOPT_OPENSOCKETFUNCTION and closes
+ * through that callback, are parked: curl (or c-ares) closes its others, the threaded
+ * resolver's socketpair or DNS sockets, by itself. */
 #include "webhook/client.h"
 
 #include <stdlib.h>
@@ -48,7 +49,7 @@ struct socket_ctx {
     socket_ctx *next, *prev; /* the client's sockets */
     int events;              /* what the poll watches */
     int parked;              /* curl does not watch it now (an idle kept-alive connection) */
-    int parkable;            /* a TCP connection: curl closes it through close_socket */
+    int parkable;            /* a connection's socket: curl closes it through close_socket */
 };
 
 static void unlink_request(http_client *client, client_request *req) {
@@ -183,9 +184,38 @@ static socket_ctx *find_socket(http_client *client, curl_socket_t s) {
     return NULL;
 }
 
+static int conn_fd_index(const http_client *client, curl_socket_t s) {
+    for (size_t i = 0; i < client->num_conn_fds; i++)
+        if (client->conn_fds[i] == s)
+            return (int)i;
+    return -1;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: as curl opens a socket, remembering a connection's. Without
+ * room to remember it, it is simply never parked. */
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr) {
+    http_client *client = clientp;
+    curl_socket_t s = socket(addr->family, addr->socktype, addr->protocol);
+    if (s == CURL_SOCKET_BAD || purpose != CURLSOCKTYPE_IPCXN)
+        return s;
+    if (client->num_conn_fds == client->cap_conn_fds) {
+        size_t cap = client->cap_conn_fds ? client->cap_conn_fds * 2 : 16;
+        curl_socket_t *fds = realloc(client->conn_fds, cap * sizeof *fds);
+        if (!fds)
+            return s;
+        client->conn_fds = fds;
+        client->cap_conn_fds = cap;
+    }
+    client->conn_fds[client->num_conn_fds++] = s;
+    return s;
+}
+
 /* CURLOPT_CLOSESOCKETFUNCTION: our handle goes before the fd does. */
 static int close_socket(void *clientp, curl_socket_t s) {
     http_client *client = clientp;
+    int i = conn_fd_index(client, s);
+    if (i >= 0)
+        client->conn_fds[i] = client->conn_fds[--client->num_conn_fds];
     socket_ctx *sc = find_socket(client, s);
     if (sc) {
         if (!sc->parked && client->multi)
@@ -201,8 +231,8 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, v
     socket_ctx *sc = socketp;
     if (action == CURL_POLL_REMOVE) {
         if (sc && !sc->parkable) {
-            /* anything else (the threaded resolver's socketpair) curl closes itself, without
-             * telling us: closed now, as it never could come back */
+            /* not a connection's (the resolver's socketpair, a DNS socket): curl or c-ares
+             * closes it without telling us, so it is closed now, as before parking existed */
             curl_multi_assign(client->multi, s, NULL);
             close_socket_ctx(sc);
         } else if (sc) {
@@ -225,10 +255,7 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, v
             return -1;
         sc->fd = s;
         sc->client = client;
-        struct sockaddr_storage ss;
-        socklen_t sslen = sizeof ss;
-        sc->parkable = getsockname(s, (struct sockaddr *)&ss, &sslen) == 0 &&
-                       (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+        sc->parkable = conn_fd_index(client, s) >= 0;
         if (uv_poll_init_socket(client->loop, &sc->poll, s) != 0) {
             free(sc);
             return -1;
@@ -338,6 +365,8 @@ client_request *http_client_start(http_client *client, const client_request_opts
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, client);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, client);
     if (opts->upload) {
@@ -402,6 +431,9 @@ void http_client_close(http_client *client, void (*on_closed)(http_client *clien
     client->multi = NULL;
     while (client->sockets)
         close_socket_ctx(client->sockets);
+    free(client->conn_fds);
+    client->conn_fds = NULL;
+    client->num_conn_fds = client->cap_conn_fds = 0;
     client->timer_open = 0;
     uv_close((uv_handle_t *)&client->timer, on_timer_closed);
 }

@@ -22,6 +22,8 @@ typedef struct http_client {
     socket_ctx *sockets; /* every socket we poll for curl, in use or parked */
     CURL *idle_easy[CLIENT_IDLE_EASY];
     int num_idle_easy;
+    curl_socket_t *conn_fds; /* the connections' sockets curl opened through us (parkable) */
+    size_t num_conn_fds, cap_conn_fds;
     uv_timer_t timer;
     int timer_open;
     int num_active;
