@@ -498,6 +498,26 @@ def test_an_ack_still_waiting_is_written_when_shutdown_gives_up_on_deliveries(re
     assert redis_srv.pending("q") == 0 and redis_srv.client.xlen("q") == 0, c.log_text()
 
 
+def test_a_second_sigint_still_writes_the_waiting_ack(redis_srv, make_consumer, make_receiver, tmp_path):
+    """A second SIGINT gives up on everything at once and closes Redis without waiting for
+    replies: an acknowledgement that was waiting is still written before the connection goes."""
+    rx = make_receiver()
+    gate = tmp_path / "gate"
+    c = make_consumer(redis_srv, "q", "c1", code=GATED, env={"COGLET_QUEUE_ACK_DELAY": "30"})
+    redis_srv.add("q", {"id": "p1", "input": {"gate": str(gate)}, "webhook": rx.url})
+    rx.wait_count(1, "p1")
+    c.proc.send_signal(signal.SIGINT)
+    c.wait_log("stopping: claiming nothing new")
+    gate.write_text("")
+    rx.wait_terminal("p1")  # delivered: its ack now waits (30 s) for a write to join
+    time.sleep(0.2)
+    c.proc.send_signal(signal.SIGINT)
+    c.wait_log("Second SIGINT")
+    c.wait_exit()
+    assert [h.body["status"] for h in rx.terminal("p1")] == ["succeeded"]
+    assert redis_srv.pending("q") == 0 and redis_srv.client.xlen("q") == 0, c.log_text()
+
+
 def test_max_failure_count(redis_srv, make_consumer, make_receiver):
     rx = make_receiver()
     code = """

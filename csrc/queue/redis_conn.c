@@ -397,7 +397,13 @@ void rconn_close(rconn *rc, int force, void (*on_closed)(rconn *rc)) {
         /* pending replies first; on_disconnect (or the watchdog) ends it */
         redisAsyncDisconnect(rc->ac);
     } else if (rc->ac) {
-        rconn_kill(rc, "closing");
+        /* forced: what this loop turn queued (an acknowledgement written as its message was
+         * abandoned) still goes out, best effort, before the context is freed; a failed
+         * write ends the context itself (connection_lost) */
+        if (rc->state == RCONN_UP)
+            flush(rc);
+        if (rc->ac)
+            rconn_kill(rc, "closing");
     } else {
         finish_close(rc);
     }
