@@ -479,43 +479,51 @@ def test_sigterm_finishes_and_acknowledges_what_runs(redis_srv, make_consumer, m
     assert redis_srv.pending("q") == 0 and redis_srv.client.xlen("q") == 1  # p2 left for others
 
 
-def test_an_ack_still_waiting_is_written_when_shutdown_gives_up_on_deliveries(redis_srv, make_consumer,
-                                                                              make_receiver, tmp_path):
-    """An acknowledgement waits (COGLET_QUEUE_ACK_DELAY) for a write to join; when the
-    shutdown's wait for deliveries runs out first, the message is abandoned, and its ack
-    must still go out: left pending, the entry would be redelivered and its terminal
-    webhook sent a second time."""
+def _stop_with_an_ack_waiting(redis_srv, make_consumer, make_receiver, tmp_path, stop):
+    """One prediction running while the consumer is told to stop (the first signal), its
+    acknowledgement held back (COGLET_QUEUE_ACK_DELAY 30 s) once the terminal webhook is
+    delivered; `stop(consumer, receiver)` ends it. Then: one terminal webhook, and the entry
+    acknowledged and deleted, never left pending to be redelivered (and its terminal
+    webhook sent a second time)."""
     rx = make_receiver()
     gate = tmp_path / "gate"
     c = make_consumer(redis_srv, "q", "c1", code=GATED, env={"COGLET_QUEUE_ACK_DELAY": "30"})
     redis_srv.add("q", {"id": "p1", "input": {"gate": str(gate)}, "webhook": rx.url})
     rx.wait_count(1, "p1")
-    c.proc.send_signal(signal.SIGTERM)
-    c.wait_log("stopping: claiming nothing new")
-    gate.write_text("")
-    assert c.wait_exit() == 0
+    stop(c, rx, lambda: gate.write_text(""))
     assert [h.body["status"] for h in rx.terminal("p1")] == ["succeeded"]
     assert redis_srv.pending("q") == 0 and redis_srv.client.xlen("q") == 0, c.log_text()
+
+
+def test_an_ack_still_waiting_is_written_when_shutdown_gives_up_on_deliveries(redis_srv, make_consumer,
+                                                                              make_receiver, tmp_path):
+    """SIGTERM: the shutdown's wait for deliveries runs out before the ack's delay does, and
+    abandons the message; its ack must still go out."""
+
+    def stop(c, rx, open_gate):
+        c.proc.send_signal(signal.SIGTERM)
+        c.wait_log("stopping: claiming nothing new")
+        open_gate()
+        assert c.wait_exit() == 0
+
+    _stop_with_an_ack_waiting(redis_srv, make_consumer, make_receiver, tmp_path, stop)
 
 
 def test_a_second_sigint_still_writes_the_waiting_ack(redis_srv, make_consumer, make_receiver, tmp_path):
     """A second SIGINT gives up on everything at once and closes Redis without waiting for
-    replies: an acknowledgement that was waiting is still written before the connection goes."""
-    rx = make_receiver()
-    gate = tmp_path / "gate"
-    c = make_consumer(redis_srv, "q", "c1", code=GATED, env={"COGLET_QUEUE_ACK_DELAY": "30"})
-    redis_srv.add("q", {"id": "p1", "input": {"gate": str(gate)}, "webhook": rx.url})
-    rx.wait_count(1, "p1")
-    c.proc.send_signal(signal.SIGINT)
-    c.wait_log("stopping: claiming nothing new")
-    gate.write_text("")
-    rx.wait_terminal("p1")  # delivered: its ack now waits (30 s) for a write to join
-    time.sleep(0.2)
-    c.proc.send_signal(signal.SIGINT)
-    c.wait_log("Second SIGINT")
-    c.wait_exit()
-    assert [h.body["status"] for h in rx.terminal("p1")] == ["succeeded"]
-    assert redis_srv.pending("q") == 0 and redis_srv.client.xlen("q") == 0, c.log_text()
+    replies: the waiting ack is still written before the connection goes."""
+
+    def stop(c, rx, open_gate):
+        c.proc.send_signal(signal.SIGINT)
+        c.wait_log("stopping: claiming nothing new")
+        open_gate()
+        rx.wait_terminal("p1")  # delivered: its ack now waits for a write to join
+        time.sleep(0.2)
+        c.proc.send_signal(signal.SIGINT)
+        c.wait_log("Second SIGINT")
+        c.wait_exit()
+
+    _stop_with_an_ack_waiting(redis_srv, make_consumer, make_receiver, tmp_path, stop)
 
 
 def test_max_failure_count(redis_srv, make_consumer, make_receiver):
