@@ -17,9 +17,9 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "orchestrator/fork.h"
+#include "orchestrator/output.h"
 
 #define TARGET "coglet::orchestrator"
-#define LINE_MAX_BYTES 4096
 /* What may wait unsent to a worker that does not read: on a slot, one predict frame (a slot
  * holds one prediction); on the control channel, cancels and healthchecks, a few hundred
  * bytes each. Past it a send fails with UV_ENOBUFS instead of the parent growing. */
@@ -167,39 +167,14 @@ int orchestrator_worker_stopped(const orchestrator *orch) {
 
 /* ---- worker output (fds 1 and 2) ---- */
 
-/* Logs one piece of worker output; data[len] is borrowed as the terminator and put back. */
-static void emit_piece(orchestrator *orch, const char *source, char *data, size_t len) {
-    char saved = data[len];
-    data[len] = '\0';
-    orch->ops->on_log(orch->app, source, data);
-    data[len] = saved;
-}
+typedef struct output_source {
+    orchestrator *orch;
+    const char *name; /* "stdout", "stderr" */
+} output_source;
 
-/* Cuts worker fd 1/2 output into log lines of at most LINE_MAX_BYTES: a '\n' ends a line, a
- * longer run is split into pieces of at most LINE_MAX_BYTES (no byte lost), cut before a
- * UTF-8 character rather than inside one (a piece must stay valid text for the JSON log);
- * a tail without '\n' waits for more bytes unless flush_all. */
-static void emit_lines(orchestrator *orch, buf *line, const char *source, int flush_all) {
-    size_t start = 0;
-    for (size_t i = 0; i < line->len; i++) {
-        if (line->data[i] == '\n') {
-            emit_piece(orch, source, line->data + start, i - start);
-            start = i + 1;
-        } else if (i - start == LINE_MAX_BYTES) {
-            size_t cut = i; /* a character starts at most 3 bytes back; else it is not UTF-8 */
-            while (cut > i - 3 && ((unsigned char)line->data[cut] & 0xC0) == 0x80)
-                cut--;
-            if (((unsigned char)line->data[cut] & 0xC0) == 0x80)
-                cut = i;
-            emit_piece(orch, source, line->data + start, cut - start);
-            start = cut;
-        }
-    }
-    if (flush_all && line->len > start) {
-        emit_piece(orch, source, line->data + start, line->len - start);
-        start = line->len;
-    }
-    buf_consume(line, start);
+static void log_output_line(void *ctx, const char *line) {
+    const output_source *src = ctx;
+    src->orch->ops->on_log(src->orch->app, src->name, line);
 }
 
 static void on_output_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) {
@@ -229,19 +204,19 @@ static void on_output_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
     orchestrator *orch = stream->data;
     int is_err = stream == (uv_stream_t *)&orch->err_pipe;
     buf *line = is_err ? &orch->err_line : &orch->out_line;
-    const char *source = is_err ? "stderr" : "stdout";
+    output_source src = {orch, is_err ? "stderr" : "stdout"};
     if (nread < 0) {
-        emit_lines(orch, line, source, 1);
+        output_cut_lines(line, 1, log_output_line, &src);
         close_handle(orch, (uv_handle_t *)stream, is_err ? &orch->err_open : &orch->out_open);
         return;
     }
-    /* emit_lines leaves at most one piece behind, so a 64 KiB read always fits; should it
-     * not, what is buffered goes out first and nothing is dropped. */
+    /* output_cut_lines leaves at most one piece behind, so a 64 KiB read always fits; should
+     * it not, what is buffered goes out first and nothing is dropped. */
     if (buf_append(line, b->base, (size_t)nread) != BUF_OK) {
-        emit_lines(orch, line, source, 1);
+        output_cut_lines(line, 1, log_output_line, &src);
         buf_append(line, b->base, (size_t)nread);
     }
-    emit_lines(orch, line, source, 0);
+    output_cut_lines(line, 0, log_output_line, &src);
 }
 
 /* ---- worker exit ---- */

@@ -127,7 +127,7 @@ void qmsg_admit(qmsg *m);
 void qmsg_start_waiting(queue_door *qd);
 /* The command connection is back: resume steps that waited for it. */
 void qmsg_redis_up(queue_door *qd);
-/* Writes the acknowledgements that wait (step_ack queues them, at most ACK_DELAY_MS): called
+/* Writes the acknowledgements that wait (step_ack queues them, at most cfg.ack_delay_s): called
  * before the command connection's next command, so they ride in the same write. */
 void queue_flush_acks(queue_door *qd);
 void queue_on_ack_timer(uv_timer_t *t);
