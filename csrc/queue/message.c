@@ -335,18 +335,14 @@ static void step_send(qmsg *m) {
         if (!m->wh && core_client(qd->core) == 0)
             m->wh = webhook_new(&qd->core->client, &qd->hook_settings, m->webhook_url, WEBHOOK_ALL,
                                 json_string_value(json_object_get(m->msg, "traceparent")), NULL);
-        /* the response built here, or the recorded one of a redelivered message */
-        json_error_t jerr;
-        json_t *state = m->resp ? json_incref(m->resp) : json_loads(m->terminal, 0, &jerr);
-        if (!m->wh || !state) {
-            json_decref(state);
+        if (!m->wh) {
             log_event(LOG_ERROR, QUEUE_TARGET, json_pack("{s:s}", "message_id", m->entry_id),
                       "cannot send the terminal webhook");
             step_ack(m);
             return;
         }
-        webhook_completed(m->wh, state, on_delivered, m); /* may call on_delivered at once */
-        json_decref(state);
+        /* the response built here or the recorded one of a redelivered message, as recorded */
+        webhook_completed_text(m->wh, m->terminal, on_delivered, m); /* may call on_delivered at once */
         return;
     }
     if (!rconn_up(&qd->cmd)) {

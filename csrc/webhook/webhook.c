@@ -326,22 +326,27 @@ static void attempt_terminal(webhook *wh) {
     send_once(wh, wh->body, wh->body_len, on_terminal_sent, wh, &wh->inflight);
 }
 
-void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx, webhook *wh), void *ctx) {
+static void completed(webhook *wh, char *body, void (*done)(void *ctx, webhook *wh), void *ctx) {
     wh->done = done;
     wh->done_ctx = ctx;
     drop_waiting(wh->gate); /* the terminal state has everything it had */
-    if (!(wh->events & WEBHOOK_COMPLETED)) {
+    if (!(wh->events & WEBHOOK_COMPLETED) || !body) {
+        free(body);
         finish(wh);
         return;
     }
-    wh->body = json_out_string(state, JSON_OUT_SORTED);
-    if (!wh->body) {
-        finish(wh);
-        return;
-    }
-    wh->body_len = strlen(wh->body);
+    wh->body = body;
+    wh->body_len = strlen(body);
     wh->pending = 1;
     attempt_terminal(wh);
+}
+
+void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx, webhook *wh), void *ctx) {
+    completed(wh, wh->events & WEBHOOK_COMPLETED ? json_out_string(state, JSON_OUT_SORTED) : NULL, done, ctx);
+}
+
+void webhook_completed_text(webhook *wh, const char *body, void (*done)(void *ctx, webhook *wh), void *ctx) {
+    completed(wh, wh->events & WEBHOOK_COMPLETED ? strdup(body) : NULL, done, ctx);
 }
 
 int webhook_pending(const webhook *wh) { return wh->pending; }

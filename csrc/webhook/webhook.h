@@ -43,6 +43,9 @@ int webhook_event(webhook *wh, unsigned event, const json_t *state, webhook_sent
 /* The terminal event; state is borrowed. The webhook frees itself once the delivery
  * series ends (then `done` is called). Without `completed` in the filter it ends at once. */
 void webhook_completed(webhook *wh, const json_t *state, void (*done)(void *ctx, webhook *wh), void *ctx);
+/* The same with the terminal state already encoded (sorted keys, as webhook_completed would):
+ * body is copied. */
+void webhook_completed_text(webhook *wh, const char *body, void (*done)(void *ctx, webhook *wh), void *ctx);
 /* Drops a webhook that never reached completed (or abandons a pending delivery). */
 void webhook_free(webhook *wh);
 int webhook_pending(const webhook *wh);
