@@ -246,6 +246,29 @@ def test_response_queue_is_set_when_there_is_no_webhook(redis_srv, make_consumer
     redis_srv.wait_pending("q", 0)
 
 
+
+def test_large_messages_with_protocol_like_text_arrive_whole(redis_srv, make_consumer, make_receiver):
+    """Our commands are written in Redis's protocol by our own code: text that looks like that
+    protocol (CR LF, "$5", "*3"), non-ASCII and a value far past one write's stack buffer
+    come back byte for byte, in the webhook, in the response key, and in the record a
+    redelivery is answered from (the entries are acknowledged, so the commands parsed)."""
+    rx = make_receiver()
+    make_consumer(redis_srv, "q", "c1", code=ECHO)
+    text = ("\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n" + "h\u00e9llo \u2603 \"q\" " * 3000)[:60000]
+    redis_srv.add("q", {"id": "big1", "input": {"text": text}, "webhook": rx.url, "pad": "$" * 5000})
+    final = rx.wait_terminal("big1")
+    assert final["output"] == "hi " + text and final["pad"] == "$" * 5000
+    redis_srv.add("q", {"id": "big2", "input": {"text": text}, "response_queue": "resp:big2"})
+
+    def terminal():
+        v = redis_srv.client.get("resp:big2")
+        v = json.loads(v) if v else None
+        return v if v and v["status"] == "succeeded" else None
+
+    assert wait_until(terminal, what="the response key")["output"] == "hi " + text
+    redis_srv.wait_pending("q", 0)
+    assert redis_srv.client.xlen("q") == 0
+
 def test_cancel_key(redis_srv, make_consumer, make_receiver, tmp_path):
     rx = make_receiver()
     make_consumer(redis_srv, "q", "c1", code=GATED)

@@ -37,16 +37,61 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     free(cmd);
 }
 
+static char *put_decimal(char *p, size_t v) {
+    char tmp[24];
+    int n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* The command in RESP, as redisFormatCommandArgv would write it; hiredis 0.14 builds that
+ * with sdscatfmt a character at a time, several thousand instructions a command. The
+ * caller frees *out unless it is stack. */
+static size_t format_command(char *stack, size_t stack_len, char **out, int argc, const char **argv,
+                             const size_t *lens) {
+    size_t total = 1 + 20 + 2;
+    for (int i = 0; i < argc; i++)
+        total += 1 + 20 + 2 + lens[i] + 2;
+    char *p = total <= stack_len ? stack : malloc(total);
+    if (!p)
+        return 0;
+    *out = p;
+    *p++ = '*';
+    p = put_decimal(p, (size_t)argc);
+    *p++ = '\r', *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        *p++ = '$';
+        p = put_decimal(p, lens[i]);
+        *p++ = '\r', *p++ = '\n';
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r', *p++ = '\n';
+    }
+    return (size_t)(p - *out);
+}
+
 static int send_command(rconn *rc, rconn_reply_cb cb, void *ctx, int argc, const char **argv, const size_t *lens) {
-    rconn_cmd *cmd = malloc(sizeof *cmd);
-    if (!cmd)
+    char stack[2048], *text = NULL;
+    size_t len = format_command(stack, sizeof stack, &text, argc, argv, lens);
+    rconn_cmd *cmd = len ? malloc(sizeof *cmd) : NULL;
+    if (!cmd) {
+        if (text != stack)
+            free(text);
         return UV_ENOMEM;
+    }
     cmd->rc = rc;
     cmd->cb = cb;
     cmd->ctx = ctx;
     if (rc->outstanding == 0)
         rc->last_progress = uv_now(rc->loop);
-    if (redisAsyncCommandArgv(rc->ac, on_reply, cmd, argc, argv, lens) != REDIS_OK) {
+    int rv = redisAsyncFormattedCommand(rc->ac, on_reply, cmd, text, len);
+    if (text != stack)
+        free(text);
+    if (rv != REDIS_OK) {
         free(cmd);
         return UV_ENOTCONN;
     }
