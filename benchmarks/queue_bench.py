@@ -16,7 +16,11 @@ BENCH_QUEUE_RECEIVER=python) that timestamps every request it reads. A no-op pre
   terminal webhook, and the parent's peak RSS meanwhile;
 - start latency: one message at a time, from just before its XADD to the arrival of its
   `start` webhook (p50, p99);
-- fleet: 1, 2 and 4 consumers draining one stream (not pinned: they share every core).
+- fleet: 1, 2 and 4 consumers draining one stream (not pinned: they share every core);
+- the floor: queue_floor.c, a bare C loop with our process layout and traffic (the same Redis
+  commands, both webhooks, a round trip through a forked child) and nothing else, drains the
+  same way in our column; the anchor's column repeats its drain. What this machine allows any
+  consumer built this way.
 
 Standard library only (and a C compiler for the receiver).
 """
@@ -45,7 +49,8 @@ VENVS = {
     "ours": os.environ.get("BENCH_OURS_VENV", os.path.join(ROOT, ".venv")),
     "anchor": os.environ.get("BENCH_QUEUE_ANCHOR_VENV", os.path.join(HERE, ".venv-queue-anchor")),
 }
-READY = {"ours": re.compile(rb"claiming predictions from"), "anchor": re.compile(rb"Waiting for message on")}
+READY = {"ours": re.compile(rb"claiming predictions from"), "anchor": re.compile(rb"Waiting for message on"),
+         "floor": re.compile(rb"^ready$", re.M)}
 
 FULL = dict(drain_n=5000, anchor_drain_n=2000, latency_n=300, fleet_n=4000, anchor_fleet_n=1500)
 QUICK = dict(drain_n=2000, anchor_drain_n=300, latency_n=100, fleet_n=1500, anchor_fleet_n=300)
@@ -200,26 +205,36 @@ def receiver_main():
     asyncio.run(main())
 
 
-def receiver_command():
-    """The C receiver (webhook_receiver.c, built here into .build/ when it is missing or older
-    than its source), or the Python one without a compiler or with BENCH_QUEUE_RECEIVER=python."""
-    python = [sys.executable, os.path.abspath(__file__), "receiver"]
-    if os.environ.get("BENCH_QUEUE_RECEIVER") == "python":
-        return python
-    src = os.path.join(HERE, "webhook_receiver.c")
-    exe = os.path.join(HERE, ".build", "webhook_receiver")
+def build_c(name, libs=()):
+    """benchmarks/NAME.c built into .build/NAME (again when older than its source): its path, or
+    None without a compiler or when it does not build (logged)."""
+    src = os.path.join(HERE, name + ".c")
+    exe = os.path.join(HERE, ".build", name)
     if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
         cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
         if not cc:
-            log("no C compiler: the Python webhook receiver (slower: it may set the drain rate)")
-            return python
+            log("no C compiler for %s.c" % name)
+            return None
         os.makedirs(os.path.dirname(exe), exist_ok=True)
-        r = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe + ".tmp", src], capture_output=True,
-                           text=True)
+        r = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe + ".tmp", src] + list(libs),
+                           capture_output=True, text=True)
         if r.returncode != 0:
-            log("cannot build webhook_receiver.c (%s): the Python receiver" % r.stderr.strip()[-500:])
-            return python
+            log("cannot build %s.c: %s" % (name, r.stderr.strip()[-500:]))
+            return None
         os.replace(exe + ".tmp", exe)
+    return exe
+
+
+def receiver_command():
+    """The C receiver (webhook_receiver.c), or the Python one without a compiler or with
+    BENCH_QUEUE_RECEIVER=python."""
+    python = [sys.executable, os.path.abspath(__file__), "receiver"]
+    if os.environ.get("BENCH_QUEUE_RECEIVER") == "python":
+        return python
+    exe = build_c("webhook_receiver")
+    if not exe:
+        log("the Python webhook receiver (slower: it may set the drain rate)")
+        return python
     return [exe]
 
 
@@ -293,18 +308,21 @@ class Receiver:
 
 
 class Consumer:
-    def __init__(self, kind, redis_port, stream, name, logdir, cpus=None):
+    def __init__(self, kind, redis_port, stream, name, logdir, cpus=None, n=None):
         self.kind = kind
-        py = os.path.join(VENVS[kind], "bin", "python")
-        if kind == "ours":
+        py = os.path.join(VENVS.get(kind, VENVS["ours"]), "bin", "python")  # the floor: no Python
+        if kind == "floor":  # queue_floor.c: handles n messages, then exits
+            cmd = [build_c("queue_floor", ["-lhiredis", "-ljansson"]), str(redis_port), stream, stream, name, str(n)]
+        elif kind == "ours":
             cmd = [py, "-m", "coglet", "--redis-url", "redis://127.0.0.1:%d/0" % redis_port, "--input-queue", stream,
                    "--consumer-id", name, "--upload-url", "http://127.0.0.1:9/upload"]
         else:
             cmd = [py, "-m", "cog.server.redis_queue", "--redis-host", "127.0.0.1", "--redis-port", str(redis_port),
                    "--input-queue", stream, "--upload-url", "http://127.0.0.1:9/upload", "--consumer-id", name]
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-        env["PATH"] = os.path.join(VENVS[kind], "bin") + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-        env["VIRTUAL_ENV"] = VENVS[kind]
+        venv = VENVS.get(kind, VENVS["ours"])
+        env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        env["VIRTUAL_ENV"] = venv
         self.log_path = os.path.join(logdir, "queue-%s-%s-%d.log" % (kind, name, time.time_ns() % 10**9))
         self.logf = open(self.log_path, "wb")
         pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
@@ -368,7 +386,7 @@ def drain(kind, consumers, n, logdir, server_cpus=None, load_cpus=None):
     cs = []
     try:
         redis.r.cmd("XGROUP", "CREATE", "q", "q", "$", "MKSTREAM")
-        cs = [Consumer(kind, redis.port, "q", "c%d" % i, logdir, server_cpus) for i in range(consumers)]
+        cs = [Consumer(kind, redis.port, "q", "c%d" % i, logdir, server_cpus, n) for i in range(consumers)]
         for c in cs:
             c.wait_ready()
         sampler = Sampler(cs[0].proc.pid)
@@ -427,6 +445,11 @@ def run_group(kind, cfg, logdir, server_cpus=None, load_cpus=None):
     rate, peak = drain(kind, 1, n, logdir, server_cpus, load_cpus)
     v["queue_drain_pps"] = [rate]
     v["queue_rss_mib"] = [peak]
+    # the floor row: queue_floor.c's drain in our column, the anchor's drain (just measured) in its
+    if kind == "anchor":
+        v["queue_floor_pps"] = [rate]
+    elif build_c("queue_floor", ["-lhiredis", "-ljansson"]):
+        v["queue_floor_pps"] = [drain("floor", 1, n, logdir, server_cpus, load_cpus)[0]]
     lat = start_latency(kind, cfg["latency_n"], logdir, server_cpus, load_cpus)
     v["queue_start_p50_us"] = [statistics.median(lat)]
     v["queue_start_p99_us"] = [pct(lat, 0.99)]
