@@ -113,6 +113,7 @@ def test_startup_log_lines_in_order(make_server):
         idx = next((i for i, m in enumerate(msgs) if i > pos and m.startswith(w)), None)
         assert idx is not None, (w, msgs)
         pos = idx
+    assert sum(m == "Spawning worker subprocess" for m in msgs) == 1, msgs
     recs = message_lines(s)
     ready = [r for r in recs if r["fields"].get("message") == "Server ready"][0]
     assert ready["fields"]["num_slots"] == 1

@@ -606,7 +606,6 @@ static int spawn_worker(orchestrator *orch, const int *child_fds, int n, uv_stdi
     opts.exit_cb = on_process_exit;
     opts.stdio = stdio;
     opts.stdio_count = n + 4;
-    log_info(TARGET, "Spawning worker subprocess");
     int rc = uv_spawn(orch->loop, &orch->proc, &opts);
     orch->proc_alive = 1; /* uv_spawn initialised the handle; even on failure it must be closed */
     if (rc != 0) {
@@ -633,7 +632,6 @@ static int fork_worker(orchestrator *orch, const int *child_fds, int n) {
     plan[2] = err[1];
     for (int i = 0; i <= n; i++)
         plan[3 + i] = child_fds[i];
-    log_info(TARGET, "Spawning worker subprocess");
     int pid = orch->cfg.forker.fork(orch->cfg.forker.arg, plan, n + 4);
     if (pid < 0) {
         rc = pid;
@@ -729,6 +727,7 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
     orch->out_pipe.data = orch;
     orch->err_pipe.data = orch;
     orch->out_open = orch->err_open = 1;
+    log_info(TARGET, "Spawning worker subprocess"); /* once, whether forked or spawned */
     rc = cfg->forker.fork ? fork_worker(orch, child_fds, n) : UV_ENOSYS;
     if (rc != 0)
         rc = spawn_worker(orch, child_fds, n, stdio);
