@@ -1,23 +1,18 @@
-/* orchestrator/orchestrator.c: spawns the worker and speaks the frame protocol with it.
- * Transport (ours; docs/worker-protocol.md#channels): the control channel and every slot are
- * socketpairs handed to the worker as inherited fds 3, 4, ...; the worker's fds 1 and 2
- * are pipes we read and log, so nothing the worker prints is lost. */
-#include "orchestrator/orchestrator.h"
+/* orchestrator/orchestrator.c: the frame protocol with the worker and its slots (the
+ * worker's process is process.c's). Transport (ours; docs/worker-protocol.md#channels): the
+ * control channel and every slot are socketpairs handed to the worker as inherited fds 3,
+ * 4, ...; the worker's fds 1 and 2 are pipes we read and log, so nothing it prints is lost. */
+#include "orchestrator/process.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
-#include "orchestrator/fork.h"
-#include "orchestrator/output.h"
 
 #define TARGET "coglet::orchestrator"
 /* What may wait unsent to a worker that does not read: on a slot, one predict frame (a slot
@@ -146,38 +141,9 @@ int orchestrator_usable_slots(const orchestrator *orch) {
     return n;
 }
 
-/* /proc/{pid}/stat: "pid (comm) S ...", the state after the last ')'. procfs is served from
- * kernel memory, so this read never waits on a device; it is cheap enough for the loop. */
-int orchestrator_worker_stopped(const orchestrator *orch) {
-    if (!(orch->proc_alive || orch->exit_poll_open) || orch->exit_seen || orch->pid <= 0)
-        return 0; /* spawned (a uv_process) or forked (a pidfd): orch->pid either way */
-    char path[64], text[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", orch->pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = '\0';
-    const char *paren = strrchr(text, ')');
-    return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
-}
+/* ---- handles ---- */
 
-/* ---- worker output (fds 1 and 2) ---- */
-
-typedef struct output_source {
-    orchestrator *orch;
-    const char *name; /* "stdout", "stderr" */
-} output_source;
-
-static void log_output_line(void *ctx, const char *line) {
-    const output_source *src = ctx;
-    src->orch->ops->on_log(src->orch->app, src->name, line);
-}
-
-static void on_output_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) {
+void orch__scratch_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) {
     static char scratch[65536]; /* single loop thread: one read at a time */
     (void)handle;
     (void)suggested;
@@ -191,7 +157,7 @@ static void on_handle_closed(uv_handle_t *handle) {
     maybe_closed(orch);
 }
 
-static void close_handle(orchestrator *orch, uv_handle_t *handle, int *open_flag) {
+void orch__close_handle(orchestrator *orch, uv_handle_t *handle, int *open_flag) {
     if (!*open_flag)
         return;
     *open_flag = 0;
@@ -200,36 +166,7 @@ static void close_handle(orchestrator *orch, uv_handle_t *handle, int *open_flag
     uv_close(handle, on_handle_closed);
 }
 
-static void on_output_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
-    orchestrator *orch = stream->data;
-    int is_err = stream == (uv_stream_t *)&orch->err_pipe;
-    buf *line = is_err ? &orch->err_line : &orch->out_line;
-    output_source src = {orch, is_err ? "stderr" : "stdout"};
-    if (nread < 0) {
-        output_cut_lines(line, 1, log_output_line, &src);
-        close_handle(orch, (uv_handle_t *)stream, is_err ? &orch->err_open : &orch->out_open);
-        return;
-    }
-    /* output_cut_lines leaves at most one piece behind, so a 64 KiB read always fits; should
-     * it not, what is buffered goes out first and nothing is dropped. */
-    if (buf_append(line, b->base, (size_t)nread) != BUF_OK) {
-        output_cut_lines(line, 1, log_output_line, &src);
-        buf_append(line, b->base, (size_t)nread);
-    }
-    output_cut_lines(line, 0, log_output_line, &src);
-}
-
 /* ---- worker exit ---- */
-
-static void describe_exit(orchestrator *orch, char *out, size_t outlen) {
-    if (!orch->exit_seen)
-        snprintf(out, outlen, "Worker crashed");
-    else if (orch->term_signal)
-        snprintf(out, outlen, "Worker crashed: killed by signal %d (SIG%s)", orch->term_signal,
-                 sigabbrev_np(orch->term_signal) ? sigabbrev_np(orch->term_signal) : "?");
-    else
-        snprintf(out, outlen, "Worker crashed: exited with code %lld", (long long)orch->exit_status);
-}
 
 static void stop_timer(orchestrator *orch) {
     if (orch->timer_open)
@@ -274,7 +211,7 @@ static void worker_lost(orchestrator *orch, const char *cause) {
     if (cause)
         snprintf(why, sizeof why, "%s", cause);
     else
-        describe_exit(orch, why, sizeof why);
+        orch__describe_exit(orch, why, sizeof why);
     if (orch->closing || orch->shutdown_sent) {
         log_info(TARGET, "Worker exited");
         return;
@@ -291,53 +228,7 @@ static void worker_lost(orchestrator *orch, const char *cause) {
 
 static void worker_gone(orchestrator *orch) { worker_lost(orch, NULL); }
 
-static void process_exited(orchestrator *orch, int64_t exit_status, int term_signal) {
-    orch->exit_seen = 1;
-    orch->exit_status = exit_status;
-    orch->term_signal = term_signal;
-    if (term_signal)
-        log_event(orch->closing || orch->shutdown_sent ? LOG_INFO : LOG_WARN, TARGET,
-                  json_pack("{s:i}", "signal", term_signal), "Worker process killed by signal %d (SIG%s)",
-                  term_signal, sigabbrev_np(term_signal) ? sigabbrev_np(term_signal) : "?");
-    else
-        log_event(orch->closing || orch->shutdown_sent ? LOG_INFO : LOG_WARN, TARGET,
-                  json_pack("{s:I}", "exit_code", (json_int_t)exit_status), "Worker process exited with code %lld",
-                  (long long)exit_status);
-    worker_gone(orch);
-}
-
-static void close_process(orchestrator *orch) {
-    close_handle(orch, (uv_handle_t *)&orch->proc, &orch->proc_alive);
-    close_handle(orch, (uv_handle_t *)&orch->exit_poll, &orch->exit_poll_open);
-}
-
-static void on_process_exit(uv_process_t *proc, int64_t exit_status, int term_signal) {
-    orchestrator *orch = container_of(proc, orchestrator, proc);
-    process_exited(orch, exit_status, term_signal);
-    close_process(orch);
-}
-
-/* A forked worker's pidfd is readable: it has exited; reaped here. */
-static void on_pidfd(uv_poll_t *poll, int status, int events) {
-    orchestrator *orch = container_of(poll, orchestrator, exit_poll);
-    (void)events;
-    int ws = 0;
-    pid_t got;
-    do
-        got = waitpid(orch->pid, &ws, WNOHANG);
-    while (got < 0 && errno == EINTR);
-    if (got == 0 && status == 0)
-        return; /* not yet */
-    int fd = -1;
-    uv_fileno((uv_handle_t *)poll, &fd);
-    if (got == orch->pid && WIFSIGNALED(ws))
-        process_exited(orch, 0, WTERMSIG(ws));
-    else
-        process_exited(orch, got == orch->pid && WIFEXITED(ws) ? WEXITSTATUS(ws) : 1, 0);
-    close_process(orch);
-    if (fd >= 0)
-        close(fd); /* uv_poll_t never closes the fd it watches */
-}
+void orch__worker_exited(orchestrator *orch) { worker_gone(orch); }
 
 static void on_timer(uv_timer_t *timer) {
     orchestrator *orch = container_of(timer, orchestrator, timer);
@@ -346,7 +237,7 @@ static void on_timer(uv_timer_t *timer) {
         orch->state = ORCH_GONE;
         orch->ops->on_setup_failed(orch->app, "worker setup timed out");
         /* Not killed (docs/worker-protocol.md#setup-failures): it exits once it sees its control channel closed. */
-        close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+        orch__close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
         return;
     }
     if (orch->control_eof)
@@ -454,7 +345,7 @@ static void on_control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
     orchestrator *orch = stream->data;
     if (nread < 0) {
         orch->control_eof = 1;
-        close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+        orch__close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
         if (orch->state == ORCH_SETUP || orch->state == ORCH_READY) {
             /* Give the exit status a moment to arrive so the error can name it. */
             if (orch->timer_open)
@@ -467,7 +358,7 @@ static void on_control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
     if (frame_decoder_feed(&orch->control_dec, b->base, (size_t)nread) != BUF_OK) {
         /* dropping bytes would desync the channel: it fails as a whole */
         log_error(TARGET, "control channel buffer overflow");
-        close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+        orch__close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
         worker_lost(orch, "Worker control channel error: buffer overflow");
         return;
     }
@@ -479,7 +370,7 @@ static void on_control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
             break;
         if (rc < 0) {
             log_error(TARGET, "control channel error: %s", err);
-            close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+            orch__close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
             char text[512];
             if (orch->state == ORCH_SETUP) {
                 snprintf(text, sizeof text, "protocol error: control channel error: %s", err);
@@ -521,7 +412,7 @@ static void on_slot_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) 
  * with the exit status if the exit arrives meanwhile. */
 static void slot_read_ended(orchestrator *orch, slot *s, ssize_t nread) {
     size_t partial = s->dec.in.len - s->dec.pos;
-    close_handle(orch, (uv_handle_t *)&s->pipe, &s->pipe_open);
+    orch__close_handle(orch, (uv_handle_t *)&s->pipe, &s->pipe_open);
     if (nread != UV_EOF) {
         char err[256];
         snprintf(err, sizeof err, "Slot socket error: %s", uv_strerror((int)nread));
@@ -561,7 +452,7 @@ static void on_slot_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) 
         if (rc < 0) {
             char text[300];
             snprintf(text, sizeof text, "Slot socket error: %s", err);
-            close_handle(orch, (uv_handle_t *)&s->pipe, &s->pipe_open);
+            orch__close_handle(orch, (uv_handle_t *)&s->pipe, &s->pipe_open);
             slot_lost(orch, s, text);
             return;
         }
@@ -585,91 +476,6 @@ static int open_pipe(orchestrator *orch, uv_pipe_t *pipe, int fd, void *data) {
         return rc;
     pipe->data = data;
     return uv_pipe_open(pipe, fd);
-}
-
-/* The worker as `python -c "import coglet; coglet.server._run_worker()"`, its fds 1 and 2
- * pipes made by libuv. */
-static int spawn_worker(orchestrator *orch, const int *child_fds, int n, uv_stdio_container_t *stdio) {
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&orch->out_pipe;
-    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[2].data.stream = (uv_stream_t *)&orch->err_pipe;
-    for (int i = 0; i <= n; i++) {
-        stdio[3 + i].flags = UV_INHERIT_FD;
-        stdio[3 + i].data.fd = child_fds[i];
-    }
-    char *args[] = {(char *)orch->cfg.python, "-c", "import coglet; coglet.server._run_worker()", NULL};
-    uv_process_options_t opts = {0};
-    opts.file = orch->cfg.python;
-    opts.args = args;
-    opts.exit_cb = on_process_exit;
-    opts.stdio = stdio;
-    opts.stdio_count = n + 4;
-    int rc = uv_spawn(orch->loop, &orch->proc, &opts);
-    orch->proc_alive = 1; /* uv_spawn initialised the handle; even on failure it must be closed */
-    if (rc != 0) {
-        close_handle(orch, (uv_handle_t *)&orch->proc, &orch->proc_alive);
-        return rc;
-    }
-    orch->pid = orch->proc.pid;
-    log_event(LOG_DEBUG, TARGET, json_pack("{s:i}", "pid", orch->pid), "Worker spawned");
-    return 0;
-}
-
-/* The worker forked from this process (cfg.forker): the same fds as a spawned one, its exit
- * seen through a pidfd. 0, or an error before anything was started (then we spawn). */
-static int fork_worker(orchestrator *orch, const int *child_fds, int n) {
-    int out[2] = {-1, -1}, err[2] = {-1, -1}, rc;
-    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    int *plan = calloc((size_t)n + 4, sizeof *plan);
-    if (devnull < 0 || !plan || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
-        rc = plan ? -errno : UV_ENOMEM;
-        goto done;
-    }
-    plan[0] = devnull;
-    plan[1] = out[1];
-    plan[2] = err[1];
-    for (int i = 0; i <= n; i++)
-        plan[3 + i] = child_fds[i];
-    int pid = orch->cfg.forker.fork(orch->cfg.forker.arg, plan, n + 4);
-    if (pid < 0) {
-        rc = pid;
-        goto done;
-    }
-    int pidfd = worker_pidfd_open(pid);
-    if (pidfd < 0 || (rc = uv_poll_init(orch->loop, &orch->exit_poll, pidfd)) != 0) {
-        /* cannot watch it: it must not run unwatched; spawned instead */
-        rc = pidfd < 0 ? pidfd : rc;
-        if (pidfd >= 0)
-            close(pidfd);
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-        log_warn(TARGET, "cannot watch the forked worker (%s); spawning one", strerror(-rc));
-        goto done;
-    }
-    orch->exit_poll_open = 1;
-    orch->exit_poll.data = orch;
-    uv_poll_start(&orch->exit_poll, UV_READABLE, on_pidfd);
-    orch->forked = 1;
-    orch->pid = pid;
-    uv_pipe_open(&orch->out_pipe, out[0]);
-    uv_pipe_open(&orch->err_pipe, err[0]);
-    out[0] = err[0] = -1;
-    log_event(LOG_DEBUG, TARGET, json_pack("{s:i, s:s}", "pid", pid, "start", "fork"), "Worker spawned");
-    rc = 0;
-done:
-    for (int i = 0; i < 2; i++) {
-        if (out[i] >= 0)
-            close(out[i]);
-        if (err[i] >= 0)
-            close(err[i]);
-    }
-    if (devnull >= 0)
-        close(devnull);
-    free(plan);
-    return rc;
 }
 
 int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_config *cfg,
@@ -722,24 +528,14 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
         s->pipe_open = 1;
     }
 
-    uv_pipe_init(loop, &orch->out_pipe, 0);
-    uv_pipe_init(loop, &orch->err_pipe, 0);
-    orch->out_pipe.data = orch;
-    orch->err_pipe.data = orch;
-    orch->out_open = orch->err_open = 1;
-    log_info(TARGET, "Spawning worker subprocess"); /* once, whether forked or spawned */
-    rc = cfg->forker.fork ? fork_worker(orch, child_fds, n) : UV_ENOSYS;
-    if (rc != 0)
-        rc = spawn_worker(orch, child_fds, n, stdio);
+    rc = orch__process_start(orch, child_fds, n, stdio);
     for (int i = 0; i <= n; i++) {
         close(child_fds[i]);
         child_fds[i] = -1;
     }
     if (rc != 0)
         goto failed_slots;
-    uv_read_start((uv_stream_t *)&orch->out_pipe, on_output_alloc, on_output_read);
-    uv_read_start((uv_stream_t *)&orch->err_pipe, on_output_alloc, on_output_read);
-    uv_read_start((uv_stream_t *)&orch->control, on_output_alloc, on_control_read);
+    uv_read_start((uv_stream_t *)&orch->control, orch__scratch_alloc, on_control_read);
     for (int i = 0; i < n; i++)
         uv_read_start((uv_stream_t *)&orch->slots[i].pipe, on_slot_alloc, on_slot_read);
 
@@ -808,19 +604,12 @@ void orchestrator_close(orchestrator *orch, void (*on_closed)(orchestrator *orch
     }
     /* Closing our ends: the worker sees EOF and exits even mid-setup. We do not wait for
      * its exit (docs/http-api.md#shutdown); the process handle is just unreferenced. */
-    close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
+    orch__close_handle(orch, (uv_handle_t *)&orch->control, &orch->control_open);
     for (int i = 0; orch->slots && i < orch->cfg.num_slots; i++)
-        close_handle(orch, (uv_handle_t *)&orch->slots[i].pipe, &orch->slots[i].pipe_open);
-    close_handle(orch, (uv_handle_t *)&orch->out_pipe, &orch->out_open);
-    close_handle(orch, (uv_handle_t *)&orch->err_pipe, &orch->err_open);
-    close_handle(orch, (uv_handle_t *)&orch->timer, &orch->timer_open);
-    if (orch->exit_poll_open) {
-        int fd = -1;
-        uv_fileno((uv_handle_t *)&orch->exit_poll, &fd);
-        close_process(orch);
-        if (fd >= 0)
-            close(fd);
-    }
-    close_process(orch);
+        orch__close_handle(orch, (uv_handle_t *)&orch->slots[i].pipe, &orch->slots[i].pipe_open);
+    orch__close_handle(orch, (uv_handle_t *)&orch->out_pipe, &orch->out_open);
+    orch__close_handle(orch, (uv_handle_t *)&orch->err_pipe, &orch->err_open);
+    orch__close_handle(orch, (uv_handle_t *)&orch->timer, &orch->timer_open);
+    orch__process_close(orch);
     maybe_closed(orch);
 }
