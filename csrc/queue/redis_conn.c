@@ -49,11 +49,12 @@ static char *put_decimal(char *p, size_t v) {
 }
 
 /* The command in RESP, as redisFormatCommandArgv would write it; hiredis 0.14 builds that
- * with sdscatfmt a character at a time, several thousand instructions a command. The
- * caller frees *out unless it is stack. */
+ * with sdscatfmt a character at a time, several thousand instructions a command. NUL-
+ * terminated like hiredis's own (its SUBSCRIBE bookkeeping scans the text with strchr);
+ * the length returned leaves the NUL out. The caller frees *out unless it is stack. */
 static size_t format_command(char *stack, size_t stack_len, char **out, int argc, const char **argv,
                              const size_t *lens) {
-    size_t total = 1 + 20 + 2;
+    size_t total = 1 + 20 + 2 + 1;
     for (int i = 0; i < argc; i++)
         total += 1 + 20 + 2 + lens[i] + 2;
     char *p = total <= stack_len ? stack : malloc(total);
@@ -71,6 +72,7 @@ static size_t format_command(char *stack, size_t stack_len, char **out, int argc
         p += lens[i];
         *p++ = '\r', *p++ = '\n';
     }
+    *p = '\0';
     return (size_t)(p - *out);
 }
 
