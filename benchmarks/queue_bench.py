@@ -17,10 +17,11 @@ BENCH_QUEUE_RECEIVER=python) that timestamps every request it reads. A no-op pre
 - start latency: one message at a time, from just before its XADD to the arrival of its
   `start` webhook (p50, p99);
 - fleet: 1, 2 and 4 consumers draining one stream (not pinned: they share every core);
-- the floor: queue_floor.c, a bare C loop with our process layout and traffic (the same Redis
-  commands, both webhooks, a round trip through a forked child) and nothing else, drains the
-  same way in our column; the anchor's column repeats its drain. What this machine allows any
-  consumer built this way.
+- the floors: queue_floor.c, a bare C loop with our process layout and traffic (the same Redis
+  commands, both webhooks, a round trip through a forked child) and little else, drains the
+  same way in our column, its webhooks written by hand ("floor") or sent with libcurl
+  ("floor-curl"); the anchor's column repeats its drain. What this machine allows a consumer
+  built this way, and what libcurl costs on top.
 
 Standard library only (and a C compiler for the receiver).
 """
@@ -49,8 +50,10 @@ VENVS = {
     "ours": os.environ.get("BENCH_OURS_VENV", os.path.join(ROOT, ".venv")),
     "anchor": os.environ.get("BENCH_QUEUE_ANCHOR_VENV", os.path.join(HERE, ".venv-queue-anchor")),
 }
+FLOORS = {"floor": "raw", "floor-curl": "curl"}  # queue_floor.c's webhooks: by hand, or with libcurl
+FLOOR_LIBS = ["-lhiredis", "-ljansson", "-lcurl"]
 READY = {"ours": re.compile(rb"claiming predictions from"), "anchor": re.compile(rb"Waiting for message on"),
-         "floor": re.compile(rb"^ready$", re.M)}
+         "floor": re.compile(rb"^ready$", re.M), "floor-curl": re.compile(rb"^ready$", re.M)}
 
 FULL = dict(drain_n=5000, anchor_drain_n=2000, latency_n=300, fleet_n=4000, anchor_fleet_n=1500)
 QUICK = dict(drain_n=2000, anchor_drain_n=300, latency_n=100, fleet_n=1500, anchor_fleet_n=300)
@@ -311,8 +314,8 @@ class Consumer:
     def __init__(self, kind, redis_port, stream, name, logdir, cpus=None, n=None):
         self.kind = kind
         py = os.path.join(VENVS.get(kind, VENVS["ours"]), "bin", "python")  # the floor: no Python
-        if kind == "floor":  # queue_floor.c: handles n messages, then exits
-            cmd = [build_c("queue_floor", ["-lhiredis", "-ljansson"]), str(redis_port), stream, stream, name, str(n)]
+        if kind in FLOORS:  # queue_floor.c: handles n messages, then exits
+            cmd = [build_c("queue_floor", FLOOR_LIBS), FLOORS[kind], str(redis_port), stream, stream, name, str(n)]
         elif kind == "ours":
             cmd = [py, "-m", "coglet", "--redis-url", "redis://127.0.0.1:%d/0" % redis_port, "--input-queue", stream,
                    "--consumer-id", name, "--upload-url", "http://127.0.0.1:9/upload"]
@@ -445,11 +448,12 @@ def run_group(kind, cfg, logdir, server_cpus=None, load_cpus=None):
     rate, peak = drain(kind, 1, n, logdir, server_cpus, load_cpus)
     v["queue_drain_pps"] = [rate]
     v["queue_rss_mib"] = [peak]
-    # the floor row: queue_floor.c's drain in our column, the anchor's drain (just measured) in its
-    if kind == "anchor":
-        v["queue_floor_pps"] = [rate]
-    elif build_c("queue_floor", ["-lhiredis", "-ljansson"]):
-        v["queue_floor_pps"] = [drain("floor", 1, n, logdir, server_cpus, load_cpus)[0]]
+    # the floor rows: queue_floor.c's drains in our column, the anchor's drain (just measured) in its
+    for metric, floor in (("queue_floor_pps", "floor"), ("queue_floor_curl_pps", "floor-curl")):
+        if kind == "anchor":
+            v[metric] = [rate]
+        elif build_c("queue_floor", FLOOR_LIBS):
+            v[metric] = [drain(floor, 1, n, logdir, server_cpus, load_cpus)[0]]
     lat = start_latency(kind, cfg["latency_n"], logdir, server_cpus, load_cpus)
     v["queue_start_p50_us"] = [statistics.median(lat)]
     v["queue_start_p99_us"] = [pct(lat, 0.99)]

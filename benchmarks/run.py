@@ -124,9 +124,11 @@ METRICS = {
     # pull mode (benchmarks/queue_bench.py): the anchor is cog 0.6.1's queue worker, not coglet 0.23.1
     "queue_drain_pps": ("pull: 1 consumer drains no-op predictions, a webhook each (anchor: cog 0.6.1)", "pred/s",
                         "higher", "≥ 20× the anchor"),
-    "queue_floor_pps": ("pull: the drain's floor, a bare C loop with our process layout and traffic "
-                        "(benchmarks/queue_floor.c; anchor column: its drain again)", "pred/s", "higher",
+    "queue_floor_pps": ("pull: the drain's floor, a bare C loop with our process layout and traffic, webhooks "
+                        "by hand (benchmarks/queue_floor.c; anchor column: its drain again)", "pred/s", "higher",
                         "reported (the floor)"),
+    "queue_floor_curl_pps": ("pull: the same floor with its webhooks sent by libcurl (anchor column: its drain "
+                             "again)", "pred/s", "higher", "reported (the floor with libcurl)"),
     "queue_start_p50_us": ("pull: XADD → start webhook, p50", "µs", "lower", "p50 ≤ 1 ms"),
     "queue_start_p99_us": ("pull: XADD → start webhook, p99", "µs", "lower", "reported"),
     "queue_fleet1_pps": ("pull: 1 consumer on one stream (not pinned)", "pred/s", "higher", "reported"),
