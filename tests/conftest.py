@@ -23,6 +23,24 @@ SANITIZED = bool(os.environ.get("COGLET_TEST_SANITIZED"))
 # Sanitized builds are slower; every wait stretches with them.
 SLOW = 3.0 if SANITIZED else 1.0
 
+# Predictor source for predictors that wait on the test: a predictor text starts with it and
+# calls hold(gate, started), which touches the file `started` (when given), then waits for
+# the file `gate` to exist (when given), up to 30 s.
+HOLD = """
+import os
+import time
+
+
+def hold(gate, started):
+    if started:
+        open(started, "w").close()
+    deadline = time.time() + 30
+    while gate and not os.path.exists(gate):
+        if time.time() > deadline:
+            raise RuntimeError("gate never opened")
+        time.sleep(0.01)
+"""
+
 
 class LoggedProcess:
     """A child process whose stdout and stderr lines are collected as they come (`lines`,

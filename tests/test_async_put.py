@@ -12,12 +12,10 @@ import uuid
 
 import pytest
 
-from conftest import SLOW
+from conftest import HOLD, SLOW
 from receivers import make_receiver  # noqa: F401 (fixture)
 
-GATED = """
-import os
-import time
+GATED = HOLD + """
 
 
 class Predictor:
@@ -26,13 +24,7 @@ class Predictor:
             with open(runs, "a") as f:
                 f.write(text + "\\n")
         print("begin " + text)
-        if started:
-            open(started, "w").close()
-        deadline = time.time() + 30
-        while gate and not os.path.exists(gate):
-            if time.time() > deadline:
-                raise RuntimeError("gate never opened")
-            time.sleep(0.01)
+        hold(gate, started)
         return "out:" + text
 """
 

@@ -9,25 +9,17 @@ import uuid
 
 import pytest
 
-from conftest import SLOW
+from conftest import HOLD, SLOW
 from receivers import make_receiver  # noqa: F401 (fixture)
 
 BUSY_BODY = '{"error":"At capacity - all prediction slots busy","status":"failed"}'
 
-SYNC = """
-import os
-import time
+SYNC = HOLD + """
 
 
 class Predictor:
     def predict(self, text: str = "x", gate: str = "", started: str = ""):
-        if started:
-            open(started, "w").close()
-        deadline = time.time() + 30
-        while gate and not os.path.exists(gate):
-            if time.time() > deadline:
-                raise RuntimeError("gate never opened")
-            time.sleep(0.01)
+        hold(gate, started)
         return text
 """
 

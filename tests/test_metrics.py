@@ -8,24 +8,16 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SLOW
+from conftest import HOLD, SLOW
 from receivers import Receiver
 
-PREDICTOR = """
-import os
-import time
+PREDICTOR = HOLD + """
 from cog import Path
 
 
 class Predictor:
     def predict(self, mode: str = "ok", gate: str = "", started: str = "") -> Path:
-        if started:
-            open(started, "w").close()
-        deadline = time.time() + 30
-        while gate and not os.path.exists(gate):
-            if time.time() > deadline:
-                raise RuntimeError("gate never opened")
-            time.sleep(0.01)
+        hold(gate, started)
         if mode == "fail":
             raise ValueError("asked to fail")
         out = "/tmp/coglet-metrics-out-%d.txt" % os.getpid()

@@ -9,11 +9,9 @@ import threading
 import time
 import uuid
 
-from conftest import SLOW
+from conftest import HOLD, SLOW
 
-GATED = """
-import os
-import time
+GATED = HOLD + """
 
 
 class Predictor:
@@ -23,13 +21,7 @@ class Predictor:
             time.sleep(0.01)
 
     def predict(self, gate: str = "", started: str = "") -> str:
-        if started:
-            open(started, "w").close()
-        deadline = time.time() + 30
-        while gate and not os.path.exists(gate):
-            if time.time() > deadline:
-                raise RuntimeError("gate never opened")
-            time.sleep(0.01)
+        hold(gate, started)
         return "ok"
 """
 

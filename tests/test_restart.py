@@ -8,11 +8,9 @@ import signal
 import threading
 import time
 
-from conftest import SLOW
+from conftest import HOLD, SLOW
 
-PREDICTOR = """
-import os
-import time
+PREDICTOR = HOLD + """
 
 
 class Predictor:
@@ -22,13 +20,7 @@ class Predictor:
         print("setup in pid %d" % os.getpid())
 
     def predict(self, gate: str = "", started: str = "") -> int:
-        if started:
-            open(started, "w").close()
-        deadline = time.time() + 30
-        while gate and not os.path.exists(gate):
-            if time.time() > deadline:
-                raise RuntimeError("gate never opened")
-            time.sleep(0.01)
+        hold(gate, started)
         return os.getpid()
 """
 

@@ -13,26 +13,19 @@ import uuid
 import pytest
 import requests
 
-from conftest import SLOW, RawConn, raw_request
+from conftest import HOLD, SLOW, RawConn, raw_request
 from receivers import make_receiver  # noqa: F401 (fixture)
 
-PREDICTOR = """
-import os
-import time
+PREDICTOR = HOLD + """
 
 
 class Predictor:
     def predict(self, text: str = "x", gate: str = "", started: str = "", forever: bool = False):
-        if started:
-            open(started, "w").close()
+        hold("", started)
         if forever:
             while True:
                 time.sleep(0.01)
-        deadline = time.time() + 30
-        while gate and not os.path.exists(gate):
-            if time.time() > deadline:
-                raise RuntimeError("gate never opened")
-            time.sleep(0.01)
+        hold(gate, "")
         return "done:" + text
 """
 

@@ -10,23 +10,10 @@ import uuid
 
 import pytest
 
-from conftest import SLOW
+from conftest import HOLD, SLOW
 from receivers import make_receiver  # noqa: F401 (fixture)
 
-PREDICTOR = """
-import os
-import time
-
-
-def hold(gate, started):
-    if started:
-        open(started, "w").close()
-    deadline = time.time() + 30
-    while gate and not os.path.exists(gate):
-        if time.time() > deadline:
-            raise RuntimeError("gate never opened")
-        time.sleep(0.01)
-
+PREDICTOR = HOLD + """
 
 class Predictor:
     def predict(self, text: str = "x", gate: str = "", started: str = ""):

@@ -14,12 +14,10 @@ import time
 import pytest
 import requests
 
-from conftest import SLOW, raw_request
+from conftest import HOLD, SLOW, raw_request
 from receivers import Receiver
 
-PREDICTOR = """
-import os
-import time
+PREDICTOR = HOLD + """
 
 
 class Predictor:
@@ -27,11 +25,7 @@ class Predictor:
         if log:
             with open(log, "a") as f:
                 f.write(tag + "\\n")
-        deadline = time.time() + 30
-        while gate and not os.path.exists(gate):
-            if time.time() > deadline:
-                raise RuntimeError("gate never opened")
-            time.sleep(0.01)
+        hold(gate, "")
         return tag
 """
 

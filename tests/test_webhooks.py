@@ -13,12 +13,10 @@ import time
 import pytest
 
 import coglet
-from conftest import SLOW, free_port
+from conftest import HOLD, SLOW, free_port
 from receivers import Receiver, make_receiver, refusing_url  # noqa: F401 (fixture)
 
-PREDICTOR = """
-import os
-import time
+PREDICTOR = HOLD + """
 
 from coglet import _sdk
 
@@ -31,11 +29,7 @@ class Predictor:
             time.sleep(0.05)
         if sleep:
             time.sleep(sleep)
-        deadline = time.time() + 30
-        while gate and not os.path.exists(gate):
-            if time.time() > deadline:
-                raise RuntimeError("gate never opened")
-            time.sleep(0.01)
+        hold(gate, "")
         if fail:
             raise ValueError("boom")
         if gen:
