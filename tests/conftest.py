@@ -76,6 +76,22 @@ class LoggedProcess:
         with self._cond:
             return "\n".join(self.lines)
 
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        """`sig`, then SIGKILL to the whole session (a worker shares it: nothing outlives the
+        test) once the process has exited or `timeout` passed; its return code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout=timeout * SLOW)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+        return self.proc.returncode
+
     def wait_log(self, pattern, timeout=10):
         """The first line matching pattern; fails at the timeout, or as soon as the process
         has ended without writing one."""
@@ -198,20 +214,6 @@ class Server(LoggedProcess):
         pgrep: under LD_PRELOAD=libasan (make test-asan) pgrep can hang."""
         return child_pids(self.proc.pid)
 
-    def stop(self, sig=signal.SIGTERM, timeout=20):
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(sig)
-                self.proc.wait(timeout=timeout * SLOW)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        # the worker shares the session: make sure nothing outlives the test
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        return self.proc.returncode
 
 
 def launch(where, code=None, ref="predict.py:Predictor", env=None, args=(), files=None, cwd=None,

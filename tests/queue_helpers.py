@@ -142,20 +142,6 @@ class Consumer(LoggedProcess):
         except subprocess.TimeoutExpired:
             raise AssertionError("consumer did not exit:\n" + self.log_text())
 
-    def stop(self, sig=signal.SIGTERM, timeout=20):
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(sig)
-                self.proc.wait(timeout=timeout * SLOW)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        self.proc.wait()
-        return self.proc.returncode
-
 
 @pytest.fixture
 def redis_srv():
