@@ -45,12 +45,11 @@ static const char *field(const redisReply *fields, const char *name, size_t *len
     return NULL;
 }
 
+/* Only for an entry take_entry found not poisoned yet. */
 static void bad_message(queue_door *qd, const char *id, const char *why) {
-    if (!poison_has(qd, id)) {
-        log_event(LOG_WARN, QUEUE_TARGET, json_pack("{s:s, s:s}", "message_id", id, "reason", why),
-                  "cannot handle message %s: %s; leaving it pending", id, why);
-        poison_add(qd, id);
-    }
+    log_event(LOG_WARN, QUEUE_TARGET, json_pack("{s:s, s:s}", "message_id", id, "reason", why),
+              "cannot handle message %s: %s; leaving it pending", id, why);
+    poison_add(qd, id);
 }
 
 static void on_cleanup_ack(rconn *rc, redisReply *reply, void *ctx) {
@@ -168,8 +167,7 @@ static void on_claimed(rconn *rc, redisReply *reply, void *ctx) {
             if (reply->element[1]->elements > 0)
                 log_event(LOG_INFO, QUEUE_TARGET, json_pack("{s:i}", "count", (int)reply->element[1]->elements),
                           "reclaimed messages whose lease ran out");
-            for (size_t i = 0; i < reply->element[1]->elements; i++)
-                stats_inc(STAT_QUEUE_RECLAIMS, qd->stream, NULL);
+            stats_add(STAT_QUEUE_RECLAIMS, (double)reply->element[1]->elements, qd->stream, NULL);
             take_entries(qd, reply->element[1], 1, NULL, 0);
         }
     } else {

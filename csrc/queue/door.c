@@ -387,8 +387,7 @@ queue_door *queue_door_start(core *c, uv_loop_t *loop, const queue_config *cfg, 
     qd->cfg.redis_url = qd->redis_url;
     qd->cfg.report_setup_url = qd->report_url;
     uint64_t idle = (uint64_t)(cfg->idle_timeout_s * 1000);
-    uint64_t block = (uint64_t)(cfg->lease_s * 1000 / 4);
-    if ((*err = rconn_init(&qd->reader, loop, &url, "reader", idle + (block < 100 ? 100 : block))) != 0 ||
+    if ((*err = rconn_init(&qd->reader, loop, &url, "reader", idle + queue_block_ms(qd))) != 0 ||
         (*err = rconn_init(&qd->cmd, loop, &url, "commands", idle)) != 0) {
         /* uv_timer_init does not fail on a live loop: no handle to close here */
         queue_door_free(qd);

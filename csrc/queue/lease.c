@@ -14,6 +14,7 @@
 
 #define CANCEL_POLL_MS 100
 #define HEARTBEAT_BATCH 256
+#define FIXED_ARGS 6 /* EVAL script 1 stream group consumer, then the ids */
 
 /* KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] ids. Returns the ids it lost. */
 static const char LEASE_SCRIPT[] = "local lost = {} "
@@ -54,17 +55,17 @@ static void on_heartbeat(rconn *rc, redisReply *reply, void *ctx) {
 }
 
 static void send_batch(queue_door *qd, const char **argv, size_t *lens, int n) {
-    if (n <= 5)
-        return;
+    if (n <= FIXED_ARGS)
+        return; /* no ids */
     rconn_command(&qd->cmd, on_heartbeat, NULL, n, argv, lens);
 }
 
 void lease_heartbeat(queue_door *qd) {
     if (!qd->held || !rconn_up(&qd->cmd))
         return;
-    const char *argv[HEARTBEAT_BATCH + 6];
-    size_t lens[HEARTBEAT_BATCH + 6];
-    int fixed = 6, n = fixed;
+    const char *argv[HEARTBEAT_BATCH + FIXED_ARGS];
+    size_t lens[HEARTBEAT_BATCH + FIXED_ARGS];
+    int n = FIXED_ARGS;
     argv[0] = "EVAL";
     argv[1] = LEASE_SCRIPT;
     argv[2] = "1";
@@ -75,11 +76,11 @@ void lease_heartbeat(queue_door *qd) {
         if (m->lease_lost)
             continue;
         argv[n++] = m->entry_id;
-        if (n == HEARTBEAT_BATCH + fixed) {
+        if (n == HEARTBEAT_BATCH + FIXED_ARGS) {
             for (int i = 0; i < n; i++)
                 lens[i] = strlen(argv[i]);
             send_batch(qd, argv, lens, n);
-            n = fixed;
+            n = FIXED_ARGS;
         }
     }
     for (int i = 0; i < n; i++)

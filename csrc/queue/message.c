@@ -328,13 +328,21 @@ static void on_key_set(rconn *rc, redisReply *reply, void *ctx) {
     qmsg_unref(m);
 }
 
+/* m->wh for the message's webhook (NULL when the client cannot start); every response
+ * goes through it, the terminal one included. */
+static void open_webhook(qmsg *m) {
+    queue_door *qd = m->door;
+    if (core_client(qd->core) == 0)
+        m->wh = webhook_new(&qd->core->client, &qd->hook_settings, m->webhook_url, WEBHOOK_ALL,
+                            json_string_value(json_object_get(m->msg, "traceparent")), NULL);
+}
+
 static void step_send(qmsg *m) {
     queue_door *qd = m->door;
     m->state = QM_SENDING;
     if (m->webhook_url) {
-        if (!m->wh && core_client(qd->core) == 0)
-            m->wh = webhook_new(&qd->core->client, &qd->hook_settings, m->webhook_url, WEBHOOK_ALL,
-                                json_string_value(json_object_get(m->msg, "traceparent")), NULL);
+        if (!m->wh)
+            open_webhook(m);
         if (!m->wh) {
             log_event(LOG_ERROR, QUEUE_TARGET, json_pack("{s:s}", "message_id", m->entry_id),
                       "cannot send the terminal webhook");
@@ -637,9 +645,8 @@ static int run(qmsg *m) {
         qd->num_waiting++;
         return -1;
     }
-    if (m->webhook_url && core_client(c) == 0)
-        m->wh = webhook_new(&c->client, &qd->hook_settings, m->webhook_url, WEBHOOK_ALL,
-                            json_string_value(json_object_get(m->msg, "traceparent")), NULL);
+    if (m->webhook_url)
+        open_webhook(m);
     m->p = p; /* prediction_create's reference */
     qmsg_ref(m);
     prediction_attach(p, &m->sink);

@@ -152,7 +152,6 @@ static void finish_close(rconn *rc) {
 
 /* Every way a context ends comes here once. hiredis frees the context itself. */
 static void connection_lost(rconn *rc, const char *why) {
-    int was_up = rc->state == RCONN_UP;
     rc->ac = NULL;
     rc->outstanding = 0;
     if (rc->closing) {
@@ -170,8 +169,6 @@ static void connection_lost(rconn *rc, const char *why) {
     }
     uv_timer_start(&rc->retry_timer, on_retry, (uint64_t)(rc->backoff_s * 1000), 0);
     rc->backoff_s = rc->backoff_s * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : rc->backoff_s * 2;
-    if (was_up && rc->on_down)
-        rc->on_down(rc);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {

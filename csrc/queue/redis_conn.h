@@ -40,7 +40,6 @@ struct rconn {
     int was_up; /* logs "lost" once per outage, "connected" once per recovery */
     void *owner;
     void (*on_up)(rconn *rc);   /* connected, authenticated, database selected */
-    void (*on_down)(rconn *rc); /* lost; a reconnect is scheduled */
     void (*on_closed)(rconn *rc);
 };
 
