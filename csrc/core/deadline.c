@@ -89,5 +89,3 @@ void prediction_set_deadline(prediction *p, double seconds) {
     if (p->slot && p->status == PRED_PROCESSING)
         deadline_arm(p); /* already running: counted from now */
 }
-
-int prediction_timed_out(const prediction *p) { return p->timed_out; }

@@ -24,10 +24,11 @@ const char *core_worker_unresponsive(const core *c) {
     return NULL;
 }
 
-const char *core_health_name(const core *c) {
+/* unresponsive: core_worker_unresponsive(c), read once by the caller (it reads /proc) */
+static const char *health_name(const core *c, const char *unresponsive) {
     if (core_defunct(c))
         return "DEFUNCT"; /* a user healthcheck result from before the crash means nothing now */
-    if (c->user_healthcheck_error || core_worker_unresponsive(c))
+    if (c->user_healthcheck_error || unresponsive)
         return "UNHEALTHY";
     switch (c->health) {
     case HEALTH_UNKNOWN: return "UNKNOWN";
@@ -39,9 +40,12 @@ const char *core_health_name(const core *c) {
     return "UNKNOWN";
 }
 
+const char *core_health_name(const core *c) { return health_name(c, core_worker_unresponsive(c)); }
+
 json_t *core_health_json(const core *c) {
+    const char *why = core_worker_unresponsive(c);
     json_t *o = json_object();
-    json_object_set_new(o, "status", json_string(core_health_name(c)));
+    json_object_set_new(o, "status", json_string(health_name(c, why)));
     if (c->setup_status) {
         char ts[48];
         json_t *setup = json_object();
@@ -67,7 +71,6 @@ json_t *core_health_json(const core *c) {
     if (c->cfg.python_version)
         json_object_set_new(v, "python", json_string(c->cfg.python_version));
     json_object_set_new(o, "version", v);
-    const char *why = core_worker_unresponsive(c);
     if (why && !core_defunct(c))
         json_object_set_new(o, "user_healthcheck_error", json_string(why));
     else if (c->user_healthcheck_error)

@@ -74,7 +74,6 @@ int prediction_cancel(prediction *p);
  * then the prediction ends anyway and its slot stays out of service until the worker
  * answers for it. Every front door's timeout goes through here. */
 void prediction_set_deadline(prediction *p, double seconds);
-int prediction_timed_out(const prediction *p);
 
 /* core/trace.c through the prediction: the traceparent header for a request made on its
  * behalf (its own span, or `span`'s when given), 0; UV_ENOENT when tracing is off. out holds

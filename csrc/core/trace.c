@@ -218,11 +218,11 @@ void trace_span_discard(trace_span *s) {
     free(s);
 }
 
-void trace_span_end_at(trace_span *s, uint64_t end_ns) {
+void trace_span_end(trace_span *s) {
     if (!s)
         return;
     tracer *t = s->t;
-    json_object_set_new(s->obj, "endTimeUnixNano", nanos(end_ns ? end_ns : now_realtime_ns()));
+    json_object_set_new(s->obj, "endTimeUnixNano", nanos(now_realtime_ns()));
     json_object_set_new(s->obj, "attributes", s->attrs);
     if (!json_object_get(s->obj, "status"))
         json_object_set_new(s->obj, "status", json_pack("{s:i}", "code", 0));

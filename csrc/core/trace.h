@@ -40,9 +40,8 @@ void trace_span_context(const trace_span *s, trace_context *out); /* out->valid 
 void trace_span_str(trace_span *s, const char *key, const char *value);
 void trace_span_int(trace_span *s, const char *key, long long value);
 void trace_span_error(trace_span *s, const char *message);
-/* Ends the span (at now_ns, 0 = now) and queues it for export; s is freed. */
-void trace_span_end_at(trace_span *s, uint64_t end_ns);
-static inline void trace_span_end(trace_span *s) { trace_span_end_at(s, 0); }
+/* Ends the span now and queues it for export; s is freed. Safe on NULL. */
+void trace_span_end(trace_span *s);
 /* Frees a span that turned out to stand for nothing (it is not exported). Safe on NULL. */
 void trace_span_discard(trace_span *s);
 

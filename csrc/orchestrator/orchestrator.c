@@ -493,9 +493,8 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
     buf_init(&orch->err_line, 1 << 20);
     orch->slots = calloc((size_t)n, sizeof *orch->slots);
     int *child_fds = calloc((size_t)n + 1, sizeof *child_fds);
-    uv_stdio_container_t *stdio = calloc((size_t)n + 4, sizeof *stdio);
     int rc = UV_ENOMEM;
-    if (!orch->slots || !child_fds || !stdio)
+    if (!orch->slots || !child_fds)
         goto failed_alloc;
 
     /* socketpairs: [0] ours, [1] the worker's */
@@ -528,7 +527,7 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
         s->pipe_open = 1;
     }
 
-    rc = orch__process_start(orch, child_fds, n, stdio);
+    rc = orch__process_start(orch, child_fds, n);
     for (int i = 0; i <= n; i++) {
         close(child_fds[i]);
         child_fds[i] = -1;
@@ -550,7 +549,6 @@ int orchestrator_start(orchestrator *orch, uv_loop_t *loop, const orchestrator_c
     send_frame(&orch->control, init, CONTROL_UNSENT_MAX);
     json_decref(init);
     free(child_fds);
-    free(stdio);
     return 0;
 
 failed_slots:
@@ -559,7 +557,6 @@ failed_slots:
             close(child_fds[i]);
 failed_alloc:
     free(child_fds);
-    free(stdio);
     orch->state = ORCH_GONE;
     return rc;
 }

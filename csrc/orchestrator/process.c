@@ -134,7 +134,10 @@ static void on_pidfd(uv_poll_t *poll, int status, int events) {
 
 /* The worker as `python -c "import coglet; coglet.server._run_worker()"`, its fds 1 and 2
  * pipes made by libuv. */
-static int spawn_worker(orchestrator *orch, const int *child_fds, int n, uv_stdio_container_t *stdio) {
+static int spawn_worker(orchestrator *orch, const int *child_fds, int n) {
+    uv_stdio_container_t *stdio = calloc((size_t)n + 4, sizeof *stdio);
+    if (!stdio)
+        return UV_ENOMEM;
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[1].data.stream = (uv_stream_t *)&orch->out_pipe;
@@ -152,6 +155,7 @@ static int spawn_worker(orchestrator *orch, const int *child_fds, int n, uv_stdi
     opts.stdio = stdio;
     opts.stdio_count = n + 4;
     int rc = uv_spawn(orch->loop, &orch->proc, &opts);
+    free(stdio);
     orch->proc_alive = 1; /* uv_spawn initialised the handle; even on failure it must be closed */
     if (rc != 0) {
         orch__close_handle(orch, (uv_handle_t *)&orch->proc, &orch->proc_alive);
@@ -217,7 +221,7 @@ done:
     return rc;
 }
 
-int orch__process_start(orchestrator *orch, const int *child_fds, int n, uv_stdio_container_t *stdio) {
+int orch__process_start(orchestrator *orch, const int *child_fds, int n) {
     uv_pipe_init(orch->loop, &orch->out_pipe, 0);
     uv_pipe_init(orch->loop, &orch->err_pipe, 0);
     orch->out_pipe.data = orch;
@@ -226,7 +230,7 @@ int orch__process_start(orchestrator *orch, const int *child_fds, int n, uv_stdi
     log_info(TARGET, "Spawning worker subprocess"); /* once, whether forked or spawned */
     int rc = orch->cfg.forker.fork ? fork_worker(orch, child_fds, n) : UV_ENOSYS;
     if (rc != 0)
-        rc = spawn_worker(orch, child_fds, n, stdio);
+        rc = spawn_worker(orch, child_fds, n);
     if (rc != 0)
         return rc;
     uv_read_start((uv_stream_t *)&orch->out_pipe, orch__scratch_alloc, on_output_read);

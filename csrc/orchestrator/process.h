@@ -7,9 +7,9 @@
 
 /* process.c */
 /* Starts the worker, forked when cfg.forker can and spawned otherwise: child_fds[0..n]
- * become its fds 3, 4, ... (stdio: room for n + 4 entries), its fds 1 and 2 pipes read
- * into log lines from now on. 0 or a libuv error. */
-int orch__process_start(orchestrator *orch, const int *child_fds, int n, uv_stdio_container_t *stdio);
+ * become its fds 3, 4, ..., its fds 1 and 2 pipes read into log lines from now on. 0 or a
+ * libuv error. */
+int orch__process_start(orchestrator *orch, const int *child_fds, int n);
 /* "Worker crashed: ..." with the exit status once it is known. */
 void orch__describe_exit(const orchestrator *orch, char *out, size_t outlen);
 /* Closes the process handle or the pidfd (with its fd); again is a no-op. */
