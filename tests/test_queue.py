@@ -604,6 +604,9 @@ def test_cli_and_serve_arguments(tmp_path):
     assert r.returncode == 2 and "need --redis-url" in r.stderr
     r = run("--redis-url", "http://127.0.0.1:1", "--input-queue", "q", "--consumer-id", "c")
     assert r.returncode != 0 and "invalid redis_url: http://127.0.0.1:1" in r.stderr
+    # a port past int's range is refused, not cut down to 5000 (and served: run's timeout)
+    r = run("--port", str(2**32 + 5000))
+    assert r.returncode != 0 and "OverflowError" in r.stderr, r.stderr
 
 
 def test_worker_restart_keeps_the_consumer(redis_srv, make_consumer, make_receiver):

@@ -282,7 +282,8 @@ static void restore_handlers(saved_handlers *saved) {
 
 /* The doors (HTTP unless pull mode has no port; the queue with a redis_url) and the core on
  * one loop, run with the GIL released until shutdown. 0, or -1 with an exception set. */
-static int run_loop(const core_config *cfg, const char *host, int port, queue_config *qcfg) {
+/* http: serve HTTP on host:port (pull mode without a port does not) */
+static int run_loop(const core_config *cfg, const char *host, int http, int port, queue_config *qcfg) {
     py_serve *ps = calloc(1, sizeof *ps);
     if (!ps) {
         PyErr_NoMemory();
@@ -297,10 +298,12 @@ static int run_loop(const core_config *cfg, const char *host, int port, queue_co
     }
     ps->core.on_stopped = on_stopped;
     /* bound first: the "Starting coglet server on" line comes before the worker starts */
-    rc = port >= 0 ? http_door_start(&ps->door, &ps->core, &ps->loop, host, port, stream_history()) : 0;
+    rc = http ? http_door_start(&ps->door, &ps->core, &ps->loop, host, port, stream_history()) : 0;
+    int bad_redis_url = 0; /* UV_EINVAL from the queue door is its URL's; from another step it is not */
     if (rc == 0 && qcfg->redis_url) {
         queue_config_from_env(qcfg);
         ps->queue = queue_door_start(&ps->core, &ps->loop, qcfg, &rc);
+        bad_redis_url = rc == UV_EINVAL;
     }
     if (rc == 0)
         rc = core_start(&ps->core, &ps->loop, cfg);
@@ -310,7 +313,7 @@ static int run_loop(const core_config *cfg, const char *host, int port, queue_co
         uv_loop_close(&ps->loop);
         queue_door_free(ps->queue);
         free(ps);
-        if (rc == UV_EINVAL && qcfg->redis_url)
+        if (bad_redis_url)
             PyErr_Format(PyExc_ValueError, "invalid redis_url: %s", qcfg->redis_url);
         else
             PyErr_Format(PyExc_RuntimeError, "%s (os error %d)", strerror(-rc), -rc);
@@ -347,11 +350,8 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
                                      &qcfg.stream, &qcfg.consumer, &qcfg.report_setup_url, &predict_timeout,
                                      &max_failures))
         return NULL;
-    if (port_obj && port_obj != Py_None) {
-        port = (int)PyLong_AsLong(port_obj);
-        if (port == -1 && PyErr_Occurred())
-            return NULL;
-    }
+    if (port_obj && port_obj != Py_None && !PyArg_Parse(port_obj, "i", &port))
+        return NULL; /* not an int, or past int's range: not cut down to one */
     if (qcfg.redis_url && (!qcfg.stream || !*qcfg.stream || !qcfg.consumer || !*qcfg.consumer)) {
         PyErr_SetString(PyExc_ValueError, "redis_url needs input_queue and consumer_id");
         return NULL;
@@ -425,7 +425,7 @@ PyObject *coglet_serve(PyObject *module, PyObject *args, PyObject *kwargs) {
             .shutdown_grace = env_seconds("COG_SHUTDOWN_GRACE", 30.0),
             .output_dir_base = output_dir_base,
         };
-        rc = run_loop(&cfg, host, http ? port : -1, &qcfg);
+        rc = run_loop(&cfg, host, http, port, &qcfg);
     }
     restore_handlers(&saved);
     free(cog_version);
