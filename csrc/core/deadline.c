@@ -41,11 +41,7 @@ static void abandon(prediction *p) {
               "the worker did not stop the prediction within %.1fs of its timeout; ending it, and its slot "
               "is out of service until the worker finishes it",
               c->timeout_grace);
-    prediction_ref(p);
-    dispatch_abandon(p);
-    outputs_abort(c, p);
-    prediction_finish(p, PRED_FAILED, "Prediction timed out");
-    prediction_unref(p);
+    prediction_give_up(p, "Prediction timed out");
 }
 
 static void on_expired(uv_timer_t *t) {

@@ -497,10 +497,14 @@ static void cancel_undeliverable(prediction *p) {
     snprintf(err, sizeof err, "Cancel not delivered: the worker has not read the last %zu bytes sent on its control channel",
              orchestrator_control_unsent(&c->orch));
     log_event(LOG_ERROR, TARGET, json_pack("{s:s}", "prediction_id", p->id), "%s", err);
+    prediction_give_up(p, err);
+}
+
+void prediction_give_up(prediction *p, const char *error) {
     prediction_ref(p);
     dispatch_abandon(p);
-    outputs_abort(c, p);
-    prediction_finish(p, PRED_FAILED, err);
+    outputs_abort(p->core, p);
+    prediction_finish(p, PRED_FAILED, error);
     prediction_unref(p);
 }
 

@@ -60,6 +60,9 @@ struct prediction {
 
 /* The terminal transition: sinks get on_terminal, the registry lets go. Once only. */
 void prediction_finish(prediction *p, pred_status status, const char *error);
+/* Ends a running prediction the worker will not let go of: its slot out of service until the
+ * worker reports the run over (dispatch_abandon), its file outputs dropped, failed with error. */
+void prediction_give_up(prediction *p, const char *error);
 void core_register(core *c, prediction *p);
 
 /* Events from the worker (dispatch.c and outputs.c call these). */
