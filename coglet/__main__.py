@@ -76,8 +76,8 @@ def _quick_args(argv):
     """The arguments as argparse would read them, for command lines made only of REF and the
     exact long options; None for anything else."""
     out = {"ref": None, "host": "0.0.0.0", "port": None, "upload_url": None, "await_explicit_shutdown": False,
-           "train": False, "redis_url": None, "input_queue": None, "consumer_id": None, "predict_timeout": None,
-           "report_setup_run_url": None, "max_failure_count": None}
+           "train": False, "redis_url": None, "input_queue": None, "consumer_id": None, "predict_timeout": 0.0,
+           "report_setup_run_url": None, "max_failure_count": -1}
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -147,10 +147,10 @@ def _parser():
     queue.add_argument("--redis-url", default=None, help="take predictions from Redis: redis://HOST:PORT/DB")
     queue.add_argument("--input-queue", default=None, help="the stream (and consumer group) to read")
     queue.add_argument("--consumer-id", default=None, help="this consumer's name in the group")
-    queue.add_argument("--predict-timeout", type=float, default=None, help="fail a prediction after S seconds")
+    queue.add_argument("--predict-timeout", type=float, default=0.0, help="fail a prediction after S seconds")
     queue.add_argument("--report-setup-run-url", default=None, help="POST the setup result here")
     queue.add_argument(
-        "--max-failure-count", type=int, default=None, help="exit after more than N failed predictions in a row"
+        "--max-failure-count", type=int, default=-1, help="exit after more than N failed predictions in a row"
     )
     parser.add_argument("--version", action="version", version="coglet %s" % coglet.__version__)
     return parser
@@ -176,20 +176,15 @@ def main(argv=None):
             input_queue=args.input_queue,
             consumer_id=args.consumer_id,
             report_setup_run_url=args.report_setup_run_url,
+            predict_timeout=args.predict_timeout,  # 0: none
+            max_failure_count=args.max_failure_count,  # -1: no limit
         )
-        if args.predict_timeout is not None:
-            kwargs["predict_timeout"] = args.predict_timeout
-        if args.max_failure_count is not None:
-            kwargs["max_failure_count"] = args.max_failure_count
     elif args.input_queue or args.consumer_id or args.report_setup_run_url:
         (parser or _parser()).error("--input-queue, --consumer-id and --report-setup-run-url need --redis-url")
-    port = args.port
-    if port is None and not args.redis_url:
-        port = 5000
     coglet.server.serve(
         predictor_ref=ref,
         host=args.host,
-        port=port,
+        port=args.port,  # None: 5000, or no HTTP in pull mode
         await_explicit_shutdown=args.await_explicit_shutdown,
         is_train=args.train,
         upload_url=args.upload_url,
