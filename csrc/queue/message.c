@@ -176,8 +176,13 @@ static void on_set_reply(rconn *rc, redisReply *reply, void *ctx) {
     qmsg_unref(ctx);
 }
 
+static void set_logs(qmsg *m) {
+    json_object_set_new(m->resp, "logs", json_stringn(m->logs.len ? m->logs.data : "", m->logs.len));
+}
+
 /* A non-terminal response, when the filter wants it and the throttle lets it through. Its
- * failures are ignored. */
+ * failures are ignored. The logs so far are put in here, not per line: most lines are
+ * thinned out. */
 static void send_event(qmsg *m, unsigned event) {
     queue_door *qd = m->door;
     if (!(m->events & event))
@@ -186,6 +191,7 @@ static void send_event(qmsg *m, unsigned event) {
     if (now - m->last_sent < qd->core->webhook_settings.throttle_s)
         return; /* thinned out, not delayed */
     m->last_sent = now;
+    set_logs(m);
     if (m->wh) {
         webhook_event(m->wh, event, m->resp, NULL, NULL);
         return;
@@ -432,7 +438,6 @@ static void on_start(sink *s, prediction *p) {
     m->resp = json_deep_copy(m->msg);
     json_object_set_new(m->resp, "status", json_string("processing"));
     json_object_set_new(m->resp, "output", json_null());
-    json_object_set_new(m->resp, "logs", json_string(""));
     set_timestamp(m->resp, "started_at");
     send_event(m, WEBHOOK_START);
 }
@@ -445,7 +450,8 @@ static void on_output(sink *s, prediction *p, const json_t *value, size_t index)
     while (json_array_size(m->outputs) <= index)
         json_array_append_new(m->outputs, json_null());
     json_array_set(m->outputs, index, (json_t *)value);
-    json_object_set_new(m->resp, "output", json_deep_copy(m->outputs));
+    /* the list itself, not a copy: every response is encoded before this returns */
+    json_object_set(m->resp, "output", m->outputs);
     send_event(m, WEBHOOK_OUTPUT);
 }
 
@@ -456,7 +462,6 @@ static void on_log(sink *s, prediction *p, const json_t *data, const char *sourc
         return;
     if (buf_append(&m->logs, json_string_value(data), json_string_length(data)) != BUF_OK)
         return;
-    json_object_set_new(m->resp, "logs", json_stringn(m->logs.data, m->logs.len));
     send_event(m, WEBHOOK_LOGS);
 }
 
@@ -479,6 +484,7 @@ static int worker_death_error(const core *c, char *out, size_t outlen) {
 static void terminal_fields(qmsg *m, prediction *p, const json_t *state) {
     const char *status = json_string_value(json_object_get(state, "status"));
     json_t *r = m->resp;
+    set_logs(m); /* everything captured, when the state brings no logs of its own */
     json_object_set_new(r, "status", json_string(status));
     set_timestamp(r, "completed_at");
     json_object_del(r, "error");
