@@ -18,6 +18,7 @@
 #include "common/bignum.h"
 #include "common/buf.h"
 #include "common/swar.h"
+#include "common/util.h"
 
 #define INLINE_FRAMES 32
 
@@ -429,9 +430,7 @@ static void append_clipped(char *out, size_t cap, size_t *n, const char *s, size
     if (*n + 1 >= cap)
         return;
     if (len > cap - 1 - *n) {
-        len = cap - 1 - *n;
-        while (len && ((unsigned char)s[len] & 0xC0) == 0x80)
-            len--;
+        len = utf8_cut(s, cap - 1 - *n);
     }
     memcpy(out + *n, s, len);
     *n += len;

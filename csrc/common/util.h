@@ -8,6 +8,14 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Where to cut s so that s[0..cut) keeps whole UTF-8 characters: `at`, or before the
+ * character s[at] is inside of (s[at] must exist). */
+static inline size_t utf8_cut(const char *s, size_t at) {
+    while (at > 0 && ((unsigned char)s[at] & 0xC0) == 0x80)
+        at--;
+    return at;
+}
+
 uint64_t now_realtime_ns(void);
 double now_monotonic(void); /* seconds */
 /* RFC 3339 UTC with +00:00 and 0/3/6/9 fraction digits (the fewest that keep every

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <uv.h>
 
+#include "common/util.h"
+
 static int is_continuation(char c) { return ((unsigned char)c & 0xC0) == 0x80; }
 
 void pred_logs_init_limits(pred_logs *l, size_t head_max, size_t tail_max) {
@@ -71,9 +73,7 @@ int pred_logs_append(pred_logs *l, const char *text, size_t len) {
     if (!l->head_full) {
         if (l->head_len + len <= l->head_max)
             return head_append(l, text, len);
-        size_t cut = l->head_max - l->head_len; /* < len: text[cut] exists */
-        while (cut > 0 && is_continuation(text[cut]))
-            cut--;
+        size_t cut = utf8_cut(text, l->head_max - l->head_len); /* < len: text[cut] exists */
         if (!l->ring && !(l->ring = malloc(l->tail_max ? l->tail_max : 1)))
             return UV_ENOMEM;
         if (cut && head_append(l, text, cut) != 0)

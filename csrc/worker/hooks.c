@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "py/sdk.h"
 #include "worker/worker.h"
 
@@ -44,9 +45,7 @@ static wslot *slot_for_current_context(worker *w) {
 /* A line over 4 MiB is cut at a character boundary and says so: the parent's frame would not
  * hold it, and the line stays valid UTF-8. A new copy, or NULL out of memory. */
 static char *truncate_line(const char *data, size_t *len) {
-    size_t cut = LOG_LINE_MAX - sizeof LOG_TRUNCATED + 1;
-    while (cut > 0 && ((unsigned char)data[cut] & 0xC0) == 0x80)
-        cut--;
+    size_t cut = utf8_cut(data, LOG_LINE_MAX - sizeof LOG_TRUNCATED + 1);
     char *copy = malloc(cut + sizeof LOG_TRUNCATED);
     if (!copy)
         return NULL;
